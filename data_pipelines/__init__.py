@@ -1,0 +1,1 @@
+"""Synthetic corpus, TFDS builders and Grain pipelines."""

@@ -1,0 +1,236 @@
+"""The unit layout (DESIGN §1): what every token slot of a 160 ms unit is.
+
+One unit is six slot groups, always in the order
+`video_in, audio_in, text_in, video_out, audio_out, text_out`. The layout of
+one unit is static numpy computed once from the config, then tiled over units.
+Model, data pipeline, losses, streaming engine and export read it; nobody
+recomputes offsets by hand.
+
+Next-unit prediction: slot `i` of unit `t` predicts the token of slot `i` of
+unit `t + 1`. The `*_out` slots of unit `t` hold the model's own tokens of unit
+`t - 1` (MISSING at unit 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from wan_streamer_jax.config import (AUDIO_FRAMES_PER_UNIT, GROUPS, KINDS, TICKS_PER_UNIT, Config)
+
+KIND_VIDEO, KIND_AUDIO, KIND_TEXT = 0, 1, 2
+ROLE_IN, ROLE_OUT = 0, 1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class UnitLayout:
+  """Per-slot static metadata of one unit; every array is `[tokens_per_unit]`.
+
+  Attributes:
+    group: int32 index into `GROUPS`.
+    kind: int32, 0 video / 1 audio / 2 text.
+    role: int32, 0 in (the user) / 1 out (the model).
+    level: int32 codebook level (audio residual quantiser index; 0 otherwise).
+    tick: int32 time offset inside the unit in 40 ms ticks (0..3).
+    h, w: int32 latent grid position (video), 0 for audio and text.
+    loss_weight: float32 cross-entropy weight of the slot's target.
+    missing_id: int32 the MISSING id of the slot's vocabulary.
+    group_slices: group name -> slice of that group inside the unit.
+    vocab_sizes: kind name -> vocabulary size.
+  """
+
+  group: np.ndarray
+  kind: np.ndarray
+  role: np.ndarray
+  level: np.ndarray
+  tick: np.ndarray
+  h: np.ndarray
+  w: np.ndarray
+  loss_weight: np.ndarray
+  missing_id: np.ndarray
+  group_slices: dict
+  vocab_sizes: dict
+  num_levels: int
+
+  @property
+  def tokens_per_unit(self) -> int:
+    return int(self.kind.shape[0])
+
+  def tile(self, num_units: int) -> "TiledLayout":
+    return TiledLayout(self, num_units)
+
+  def group_size(self, group: str) -> int:
+    s = self.group_slices[group]
+    return s.stop - s.start
+
+  def describe(self) -> dict:
+    return {g: self.group_size(g) for g in GROUPS}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TiledLayout:
+  """The unit layout tiled over `num_units` units: arrays are `[num_units * L]`."""
+
+  unit: UnitLayout
+  num_units: int
+
+  @property
+  def seq_len(self) -> int:
+    return self.num_units * self.unit.tokens_per_unit
+
+  def _tile(self, arr: np.ndarray) -> np.ndarray:
+    return np.tile(arr, self.num_units)
+
+  @functools.cached_property
+  def unit_index(self) -> np.ndarray:
+    """int32 `[seq]` unit index of every slot (from 0 at the sequence start)."""
+    return np.repeat(np.arange(self.num_units, dtype=np.int32), self.unit.tokens_per_unit)
+
+  def __getattr__(self, name):
+    if name in ("group", "kind", "role", "level", "h", "w", "loss_weight", "missing_id"):
+      return self._tile(getattr(self.unit, name))
+    raise AttributeError(name)
+
+  def positions(self, unit_ids: np.ndarray | None = None) -> np.ndarray:
+    """int32 `[..., seq, 3]` RoPE positions `(t, h, w)`; `t = unit * 4 + tick`.
+
+    `unit_ids` (int32 `[..., seq]`, e.g. counting from 0 per packed segment)
+    default to the plain unit index.
+    """
+    u = self.unit_index if unit_ids is None else unit_ids
+    t = u * TICKS_PER_UNIT + self._tile(self.unit.tick)
+    h = np.broadcast_to(self._tile(self.unit.h), np.shape(t))
+    w = np.broadcast_to(self._tile(self.unit.w), np.shape(t))
+    return np.stack([t, h, w], axis=-1).astype(np.int32)
+
+  @functools.cached_property
+  def kind_indices(self) -> dict:
+    """kind name -> int32 `[n_kind]` sequence positions of that kind's slots."""
+    kind = self.kind
+    return {k: np.nonzero(kind == i)[0].astype(np.int32) for i, k in enumerate(KINDS)}
+
+
+@functools.lru_cache(maxsize=32)
+def _build(cfg_key) -> UnitLayout:
+  cfg = cfg_key.cfg
+  vid, aud, txt = cfg.video, cfg.audio, cfg.text
+  parts = {k: [] for k in ("group", "kind", "role", "level", "tick", "h", "w", "loss_weight", "missing_id")}
+  slices = {}
+  start = 0
+  for gi, group in enumerate(GROUPS):
+    kind_name, role_name = group.split("_")
+    if kind_name == "video":
+      hh, ww = np.meshgrid(np.arange(vid.latent_h), np.arange(vid.latent_w), indexing="ij")
+      hh, ww = hh.reshape(-1), ww.reshape(-1)
+      n = hh.size
+      level = np.zeros(n)
+      tick = np.zeros(n)  # one latent frame for the unit's 4 frames, placed at its first tick
+      missing = vid.missing_id
+      kind = KIND_VIDEO
+    elif kind_name == "audio":
+      q = aud.num_quantizers
+      n = AUDIO_FRAMES_PER_UNIT * q
+      frame = np.repeat(np.arange(AUDIO_FRAMES_PER_UNIT), q)  # frame-major, level-minor
+      level = np.tile(np.arange(q), AUDIO_FRAMES_PER_UNIT)
+      tick = frame
+      hh = ww = np.zeros(n)
+      missing = aud.missing_id
+      kind = KIND_AUDIO
+    else:
+      n = txt.text_slots
+      level = np.zeros(n)
+      tick = (np.arange(n) * TICKS_PER_UNIT) // n  # bytes spread over the unit's ticks
+      hh = ww = np.zeros(n)
+      missing = txt.missing_id
+      kind = KIND_TEXT
+    parts["group"].append(np.full(n, gi))
+    parts["kind"].append(np.full(n, kind))
+    parts["role"].append(np.full(n, 0 if role_name == "in" else 1))
+    parts["level"].append(level)
+    parts["tick"].append(tick)
+    parts["h"].append(hh)
+    parts["w"].append(ww)
+    parts["loss_weight"].append(np.full(n, cfg.loss.group_weight(group)))
+    parts["missing_id"].append(np.full(n, missing))
+    slices[group] = slice(start, start + n)
+    start += n
+  arrays = {k: np.concatenate(v).astype(np.float32 if k == "loss_weight" else np.int32)
+            for k, v in parts.items()}
+  for a in arrays.values():
+    a.setflags(write=False)
+  return UnitLayout(**arrays, group_slices=slices,
+                    vocab_sizes={"video": vid.vocab_size, "audio": aud.vocab_size, "text": txt.vocab_size},
+                    num_levels=max(aud.num_quantizers, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Key:
+  cfg: Config
+
+  def __hash__(self):
+    return hash((self.cfg.video, self.cfg.audio, self.cfg.text, self.cfg.loss))
+
+  def __eq__(self, other):
+    c, o = self.cfg, other.cfg
+    return (c.video, c.audio, c.text, c.loss) == (o.video, o.audio, o.text, o.loss)
+
+
+def unit_layout(cfg: Config) -> UnitLayout:
+  """The static layout of one unit for `cfg` (cached)."""
+  return _build(_Key(cfg))
+
+
+def next_unit_targets(tokens, segment_ids, tokens_per_unit: int):
+  """Targets and validity for next-unit prediction.
+
+  Args:
+    tokens: int32 `[batch, seq]`, `seq` a multiple of `tokens_per_unit`.
+    segment_ids: int32 `[batch, seq]` packed-conversation ids (0 = padding),
+      constant over each unit.
+    tokens_per_unit: L.
+  Returns:
+    targets int32 `[batch, seq]` (token of the same slot one unit later) and
+    valid bool `[batch, seq]` (the next unit exists in the same segment).
+  """
+  import jax.numpy as jnp
+  L = tokens_per_unit
+  targets = jnp.concatenate([tokens[:, L:], jnp.zeros_like(tokens[:, :L])], axis=1)
+  next_seg = jnp.concatenate([segment_ids[:, L:], jnp.zeros_like(segment_ids[:, :L])], axis=1)
+  valid = (segment_ids != 0) & (next_seg == segment_ids)
+  return targets, valid
+
+
+def assemble_units(layout: UnitLayout, streams: dict) -> np.ndarray:
+  """Interleaves per-group token arrays into the unit layout.
+
+  Args:
+    layout: the unit layout.
+    streams: group name -> int `[..., units, group_size]` tokens; a missing
+      group (or None) is filled with its MISSING id. Out groups must already be
+      shifted (unit t holds the model's tokens of unit t - 1).
+  Returns:
+    int32 `[..., units * tokens_per_unit]`.
+  """
+  ref = next(v for v in streams.values() if v is not None)
+  lead = ref.shape[:-1]
+  out = np.empty(lead + (layout.tokens_per_unit,), np.int32)
+  for g in GROUPS:
+    s = layout.group_slices[g]
+    val = streams.get(g)
+    if val is None:
+      out[..., s] = layout.missing_id[s]
+    else:
+      val = np.asarray(val)
+      if val.shape != lead + (s.stop - s.start,):
+        raise ValueError(f"stream `{g}`: expected shape {lead + (s.stop - s.start,)}, got {val.shape}")
+      out[..., s] = val
+  return out.reshape(lead[:-1] + (lead[-1] * layout.tokens_per_unit,))
+
+
+def shift_out_stream(tokens: np.ndarray, missing_id: int) -> np.ndarray:
+  """`[..., units, n]` model tokens of unit t -> the slot content of unit t + 1."""
+  tokens = np.asarray(tokens)
+  first = np.full_like(tokens[..., :1, :], missing_id)
+  return np.concatenate([first, tokens[..., :-1, :]], axis=-2)
