@@ -1,7 +1,7 @@
 """Block-causal attention: `reference` (dense oracle), `xla` (chunked), `pallas` (tiles)."""
 
-from wan_streamer_jax.kernels.api import block_causal_attention
+from wan_streamer_jax.kernels.api import block_causal_attention, prepare_attention
 from wan_streamer_jax.kernels.mask import visible
 from wan_streamer_jax.kernels.reference import reference_block_causal_attention
 
-__all__ = ["block_causal_attention", "reference_block_causal_attention", "visible"]
+__all__ = ["block_causal_attention", "prepare_attention", "reference_block_causal_attention", "visible"]

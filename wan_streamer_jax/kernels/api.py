@@ -26,8 +26,26 @@ def _check(q, k, v, q_unit, kv_unit, q_segment, kv_segment):
       raise ValueError(f"{name}: expected int32, got {x.dtype}")
 
 
+def resolve_impl(impl: str) -> str:
+  if impl == "auto":
+    return "xla" if jax.default_backend() == "cpu" else "pallas"
+  return impl
+
+
+def prepare_attention(q_unit, kv_unit, q_segment=None, kv_segment=None, *, window_units=None,
+                      sink_units=0, impl="auto"):
+  """Per-batch attention metadata, computed ONCE outside the layer scan.
+
+  Returns a pytree to pass as `metadata=` to every `block_causal_attention`
+  call of the batch (None where the implementation needs none).
+  """
+  del q_unit, kv_unit, q_segment, kv_segment, window_units, sink_units
+  impl = resolve_impl(impl)
+  return None
+
+
 def block_causal_attention(q, k, v, *, q_unit, kv_unit, q_segment=None, kv_segment=None,
-                           window_units=None, sink_units=0, impl="auto", scale=None):
+                           window_units=None, sink_units=0, impl="auto", scale=None, metadata=None):
   """Block-causal attention (DESIGN §1, §4).
 
   Args:
@@ -38,14 +56,14 @@ def block_causal_attention(q, k, v, *, q_unit, kv_unit, q_segment=None, kv_segme
       None = one segment.
     window_units, sink_units: optional sliding window over units plus sinks.
     impl: "auto" | "reference" | "xla" | "pallas".
+    metadata: the result of `prepare_attention` for these ids, or None.
   Returns:
     `[batch, q_len, heads, head_dim]`.
   """
   q_segment = jnp.ones_like(q_unit) if q_segment is None else q_segment
   kv_segment = jnp.ones_like(kv_unit) if kv_segment is None else kv_segment
   _check(q, k, v, q_unit, kv_unit, q_segment, kv_segment)
-  if impl == "auto":
-    impl = "xla" if jax.default_backend() == "cpu" else "pallas"
+  impl = resolve_impl(impl)
   if impl == "reference":
     return reference_block_causal_attention(q, k, v, q_unit, kv_unit, q_segment, kv_segment,
                                             window_units=window_units, sink_units=sink_units, scale=scale)

@@ -1,0 +1,42 @@
+"""Benchmarks: `python -m launch.bench --what=NAME [--config=configs/small.py]`.
+
+Each benchmark lives in `launch/benchmarks/NAME.py` as `run(cfg) -> dict` and
+prints its figures as ONE JSON object on stdout (logs go to stderr). Ratios
+are always measured against a baseline in the same run: machines are noisy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from wan_streamer_jax.config import Config
+
+WHATS = ("train_step", "attention", "data", "codecs")
+_WHAT = flags.DEFINE_enum("what", "train_step", WHATS, "Which benchmark to run.")
+_OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model/run config file.")
+
+
+def main(argv):
+  del argv
+  cfg = Config.from_dict(_CONFIG.value)
+  module = importlib.import_module(f"launch.benchmarks.{_WHAT.value}")
+  result = {"what": _WHAT.value, "config": cfg.name, **module.run(cfg)}
+  text = json.dumps(result, sort_keys=True)
+  print(text, flush=True)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      f.write(text + "\n")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  sys.exit(run())

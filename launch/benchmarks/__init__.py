@@ -1,0 +1,1 @@
+"""One module per `launch/bench.py --what=NAME`; each exposes `run(cfg) -> dict`."""
