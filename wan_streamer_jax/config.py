@@ -170,7 +170,6 @@ class ModelConfig:
   attention_impl: str = "auto"  # auto | reference | xla | pallas
   window_units: int | None = None  # attend to the last W units (+ sinks); None = unbounded
   sink_units: int = 0
-  scan_layers: bool = True
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:

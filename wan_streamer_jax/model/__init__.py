@@ -1,1 +1,1 @@
-"""model."""
+"""Flax NNX model: layers, RoPE, Transformer, losses."""

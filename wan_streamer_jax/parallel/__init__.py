@@ -1,1 +1,1 @@
-"""parallel."""
+"""Meshes, logical-axis rules and multi-host start-up."""

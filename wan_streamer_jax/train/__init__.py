@@ -1,1 +1,1 @@
-"""train."""
+"""Train state, optimizer, step, loop, checkpoints."""

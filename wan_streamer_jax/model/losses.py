@@ -1,0 +1,66 @@
+"""Next-unit cross-entropy per (kind, role) group, accuracy, and z-loss."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wan_streamer_jax import schedule
+from wan_streamer_jax.config import GROUPS, KINDS, Config
+
+_NEG = -1e9
+
+
+def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids):
+  """Weighted next-unit cross-entropy.
+
+  Args:
+    logits: kind -> float32 `[batch, n_kind, padded_vocab]` (model output).
+    tokens: int32 `[batch, units * L]`.
+    segment_ids: int32 `[batch, units * L]` (0 = padding).
+  Returns:
+    (loss scalar, metrics dict): `loss/<group>` mean CE over valid targets,
+    `acc/<group>` accuracy, `loss/z`, `tokens/valid`.
+  """
+  layout = schedule.unit_layout(cfg)
+  L = layout.tokens_per_unit
+  lay = layout.tile(tokens.shape[1] // L)
+  targets, valid = schedule.next_unit_targets(tokens, segment_ids, L)
+  group = lay.group
+  weight = lay.loss_weight
+  total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0
+  metrics = {}
+  for k in KINDS:
+    idx = lay.kind_indices[k]
+    lg = logits[k]
+    vocab = layout.vocab_sizes[k]
+    lg = jnp.where(jnp.arange(lg.shape[-1]) < vocab, lg, _NEG)
+    tgt = targets[:, idx]
+    val = valid[:, idx].astype(jnp.float32)
+    lse = jax.nn.logsumexp(lg, axis=-1)
+    tgt_logit = jnp.take_along_axis(lg, tgt[..., None], axis=-1)[..., 0]
+    ce = lse - tgt_logit
+    correct = (jnp.argmax(lg, axis=-1) == tgt).astype(jnp.float32)
+    w = val * jnp.asarray(weight[idx])[None]
+    total += jnp.sum(ce * w)
+    total_w += jnp.sum(w)
+    z_total += jnp.sum(jnp.square(lse) * val)
+    n_total += jnp.sum(val)
+    g_of_slot = group[idx]
+    for gi, g in enumerate(GROUPS):
+      sel = np.asarray(g_of_slot == gi)
+      if not sel.any():
+        continue
+      vg = val[:, sel]
+      n = jnp.maximum(jnp.sum(vg), 1.0)
+      metrics[f"loss/{g}"] = jnp.sum(ce[:, sel] * vg) / n
+      metrics[f"acc/{g}"] = jnp.sum(correct[:, sel] * vg) / n
+  loss = total / jnp.maximum(total_w, 1e-9)
+  z = z_total / jnp.maximum(n_total, 1.0)
+  metrics["loss/z"] = z
+  metrics["tokens/valid"] = n_total
+  if cfg.loss.z_loss:
+    loss = loss + cfg.loss.z_loss * z
+  metrics["loss"] = loss
+  return loss, metrics

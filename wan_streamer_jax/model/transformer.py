@@ -1,0 +1,158 @@
+"""The interleaved audio-video-text Transformer (DESIGN §3).
+
+Per-kind embedding tables (video, audio, text) shared by the in and out roles,
+plus role and codebook-level embeddings; one trunk of pre-norm blocks stacked
+with `nnx.vmap` and run by `nnx.scan` (one compiled layer); per-kind heads
+evaluated only on that kind's slots. Vocabularies are padded to a multiple of
+128 so the `vocab` axis shards; padded logits are masked by the loss and the
+sampler.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from wan_streamer_jax import kernels, schedule
+from wan_streamer_jax.config import KINDS, Config
+from wan_streamer_jax.model.layers import Block, RMSNorm, _param
+from wan_streamer_jax.model.rope import rope_angles
+from wan_streamer_jax.parallel.rules import constrain
+
+VOCAB_PAD = 128
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def padded_vocab(size: int) -> int:
+  return -(-size // VOCAB_PAD) * VOCAB_PAD
+
+
+class WanStreamer(nnx.Module):
+  """tokens `[batch, units * L]` -> per-kind logits at that kind's slots."""
+
+  def __init__(self, cfg: Config, *, rngs: nnx.Rngs):
+    m = cfg.model
+    self.cfg = cfg
+    self.layout = schedule.unit_layout(cfg)
+    pd = jnp.dtype(m.param_dtype)
+    emb_init = nnx.initializers.normal(1.0)
+    self.embed = nnx.Dict({
+        k: _param(rngs, emb_init, (padded_vocab(self.layout.vocab_sizes[k]), m.embed_dim), ("vocab", "embed"), pd)
+        for k in KINDS})
+    self.role_embed = _param(rngs, emb_init, (2, m.embed_dim), ("table", "embed"), pd)
+    self.level_embed = _param(rngs, emb_init, (self.layout.num_levels, m.embed_dim), ("table", "embed"), pd)
+
+    @nnx.split_rngs(splits=m.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make_blocks(r):
+      return Block(m, rngs=r)
+
+    self.blocks = make_blocks(rngs)
+    self.final_norm = RMSNorm(m.embed_dim, m.norm_eps, param_dtype=pd, rngs=rngs)
+    head_init = nnx.initializers.lecun_normal()
+    self.heads = nnx.Dict({
+        k: _param(rngs, head_init, (m.embed_dim, padded_vocab(self.layout.vocab_sizes[k])), ("embed", "vocab"), pd)
+        for k in KINDS})
+
+  # -- pieces shared with the streaming engine -------------------------------------------------
+
+  def embed_tokens(self, tokens, first_unit_slot: int = 0):
+    """tokens int32 `[batch, n * L]` (whole units) -> `[batch, seq, embed]` in compute dtype."""
+    cd = jnp.dtype(self.cfg.model.compute_dtype)
+    lay = self.layout.tile(tokens.shape[1] // self.layout.tokens_per_unit)
+    kind, role, level = lay.kind, lay.role, lay.level
+    x = jnp.zeros(tokens.shape + (self.cfg.model.embed_dim,), cd)
+    for i, k in enumerate(KINDS):
+      table = self.embed[k][...].astype(cd)
+      e = jnp.take(table, tokens, axis=0, mode="clip")
+      x = jnp.where(jnp.asarray(kind == i)[None, :, None], e, x)
+    x = x + self.role_embed[...].astype(cd)[role][None] + self.level_embed[...].astype(cd)[level][None]
+    return constrain(x, ("batch", "seq", "act_embed"))
+
+  def angles(self, unit_ids):
+    """unit_ids int32 `[batch, seq]` -> RoPE angles `[batch, seq, head_dim // 2]`."""
+    lay = self.layout.tile(unit_ids.shape[1] // self.layout.tokens_per_unit)
+    tick = jnp.asarray(np.tile(self.layout.tick, lay.num_units))
+    pos = jnp.stack([unit_ids * 4 + tick[None],
+                     jnp.broadcast_to(jnp.asarray(lay.h)[None], unit_ids.shape),
+                     jnp.broadcast_to(jnp.asarray(lay.w)[None], unit_ids.shape)], axis=-1)
+    return rope_angles(pos, self.cfg.model.rope_sections, self.cfg.model.rope_theta)
+
+  def logits(self, x, kind: str, positions: np.ndarray):
+    """Final norm + the kind's head at static sequence `positions` -> float32 `[b, n, V_pad]`."""
+    h = self.final_norm(x[:, positions])
+    cd = jnp.dtype(self.cfg.model.compute_dtype)
+    out = jnp.einsum("bnd,dv->bnv", h, self.heads[kind][...].astype(cd),
+                     preferred_element_type=jnp.float32)
+    return constrain(out, ("batch", "seq", "act_vocab"))
+
+  def run_blocks(self, x, angles, ids, metadata):
+    """The layer scan: one compiled block applied `num_layers` times."""
+    policy = self.cfg.model.remat_policy
+
+    def body(block, carry):
+      return block(carry, angles, ids, metadata)
+
+    if policy != "none":
+      body = nnx.remat(body, policy=_REMAT_POLICIES[policy], prevent_cse=False)
+
+    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+              transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def scan_fn(block, carry):
+      return body(block, carry)
+
+    return scan_fn(self.blocks, x)
+
+  # -- training / offline forward ---------------------------------------------------------------
+
+  def __call__(self, tokens, segment_ids=None, unit_ids=None):
+    """Teacher-forced forward.
+
+    Args:
+      tokens: int32 `[batch, units * L]` in the unit layout.
+      segment_ids: int32 `[batch, seq]` packed-conversation ids (0 = padding);
+        default one segment.
+      unit_ids: int32 `[batch, seq]` unit index inside its segment; default
+        the plain unit index.
+    Returns:
+      dict kind -> float32 logits `[batch, n_kind_slots, padded_vocab]` at the
+      sequence positions `layout.tile(units).kind_indices[kind]`.
+    """
+    b, s = tokens.shape
+    L = self.layout.tokens_per_unit
+    if s % L:
+      raise ValueError(f"tokens: expected a length that is a multiple of tokens_per_unit={L}, got {s}")
+    lay = self.layout.tile(s // L)
+    if segment_ids is None:
+      segment_ids = jnp.ones((b, s), jnp.int32)
+    if unit_ids is None:
+      unit_ids = jnp.broadcast_to(jnp.asarray(lay.unit_index)[None], (b, s))
+    ids = {"unit_ids": unit_ids, "segment_ids": segment_ids}
+    m = self.cfg.model
+    metadata = kernels.prepare_attention(unit_ids, unit_ids, segment_ids, segment_ids,
+                                         window_units=m.window_units, sink_units=m.sink_units,
+                                         impl=m.attention_impl)
+    x = self.embed_tokens(tokens)
+    x = self.run_blocks(x, self.angles(unit_ids), ids, metadata)
+    return {k: self.logits(x, k, idx) for k, idx in lay.kind_indices.items()}
+
+
+def create_model(cfg: Config, seed: int = 0) -> WanStreamer:
+  """Builds the model with unsharded parameters (use `train.state` for sharded creation)."""
+  with nnx.use_eager_sharding(False):
+    return WanStreamer(cfg, rngs=nnx.Rngs(seed))
+
+
+@functools.lru_cache(maxsize=8)
+def param_count(cfg: Config) -> int:
+  abstract = nnx.eval_shape(lambda: create_model(cfg))
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))))

@@ -1,0 +1,54 @@
+"""The jitted, sharded, state-donating train step."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+
+from wan_streamer_jax.config import Config
+from wan_streamer_jax.model.losses import next_unit_loss
+from wan_streamer_jax.parallel.rules import logical_to_spec
+from wan_streamer_jax.train.state import TrainState
+
+BATCH_KEYS = ("tokens", "segment_ids", "unit_ids")
+
+
+def batch_shardings(mesh) -> dict:
+  s = NamedSharding(mesh, logical_to_spec(("batch", "seq")))
+  return {k: s for k in BATCH_KEYS}
+
+
+def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
+  """Returns `step(state, batch) -> (state, metrics)`.
+
+  `batch`: dict of int32 `[batch, units * L]` arrays `tokens`, `segment_ids`,
+  `unit_ids`. Jitted with explicit in/out shardings from the rules table; the
+  state argument is donated (rebind it: `state, m = step(state, batch)`).
+  """
+  graphdef = ts.graphdef
+
+  def step(state, batch):
+    model, opt = nnx.merge(graphdef, state)
+
+    def loss_fn(model):
+      logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
+      return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"])
+
+    (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    opt.update(model, grads)
+    return nnx.state((model, opt)), metrics
+
+  jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(mesh)),
+                   out_shardings=(ts.shardings, None), donate_argnums=0)
+
+  def run(state, batch):
+    with jax.set_mesh(mesh):  # activation constraints resolve against this mesh at trace time
+      return jitted(state, batch)
+
+  run.jitted = jitted
+  return run
