@@ -44,6 +44,7 @@ def state_shardings(abstract_state: nnx.State, mesh) -> nnx.State:
     specs = nnx.get_partition_spec(abstract_state)
 
   def to_sharding(path, leaf, spec):
+    spec = spec.get_value() if isinstance(spec, nnx.Variable) else spec
     spec = spec if isinstance(spec, PartitionSpec) else PartitionSpec()
     for dim, axes in zip(leaf.shape, spec):
       if axes is None:

@@ -39,7 +39,7 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
       return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"])
 
     (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     opt.update(model, grads)
     return nnx.state((model, opt)), metrics
 

@@ -1,0 +1,38 @@
+"""Shared test helpers: tiny configs and random batches in the unit layout."""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from wan_streamer_jax import schedule
+from wan_streamer_jax.config import Config, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides) -> Config:
+  return load_config(os.path.join(ROOT, "configs", "tiny.py"), overrides)
+
+
+def random_batch(cfg: Config, batch: int, units: int, seed: int = 0, packed: bool = False) -> dict:
+  """Random in-vocabulary tokens `[batch, units * L]`; optionally 2 packed segments + padding."""
+  rng = np.random.default_rng(seed)
+  layout = schedule.unit_layout(cfg)
+  lay = layout.tile(units)
+  vocab = np.array([layout.vocab_sizes[k] for k in ("video", "audio", "text")])[lay.kind]
+  tokens = (rng.random((batch, lay.seq_len)) * vocab).astype(np.int32)
+  seg = np.ones((batch, lay.seq_len), np.int32)
+  unit_ids = np.broadcast_to(lay.unit_index, (batch, lay.seq_len)).copy()
+  if packed:
+    L = layout.tokens_per_unit
+    for b in range(batch):
+      cut = int(rng.integers(1, units - 1))
+      end = int(rng.integers(cut + 1, units + 1))
+      seg[b, cut * L:] = 2
+      unit_ids[b, cut * L:] -= cut
+      seg[b, end * L:] = 0
+      unit_ids[b, end * L:] = 0
+  return {"tokens": jnp.asarray(tokens), "segment_ids": jnp.asarray(seg), "unit_ids": jnp.asarray(unit_ids)}

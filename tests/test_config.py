@@ -1,0 +1,66 @@
+"""Configs: every named config parses and validates; bad values fail with clear errors."""
+
+import glob
+import os
+
+import pytest
+
+from tests.helpers import ROOT, tiny_config
+from wan_streamer_jax import schedule
+from wan_streamer_jax.config import Config, MeshConfig, ModelConfig, VideoCodecConfig, load_config
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
+def test_every_config_file_parses(path):
+  if os.path.basename(path) == "__init__.py":
+    return
+  cfg = load_config(path)
+  assert isinstance(cfg, Config)
+  assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_overrides_are_typed_and_validated():
+  cfg = tiny_config(**{"model.num_layers": 3})
+  assert cfg.model.num_layers == 3
+  with pytest.raises(ValueError, match=r"model.num_heads.*multiple of model.num_kv_heads=3"):
+    tiny_config(**{"model.num_kv_heads": 3})
+
+
+def test_validation_messages_name_field_and_numbers():
+  with pytest.raises(ValueError, match=r"video.height.*spatial_stride=8.*20"):
+    VideoCodecConfig(height=20, width=16, spatial_stride=8)
+  with pytest.raises(ValueError, match=r"mesh.*device count 8.*\(2, 2, 1\).*product 4"):
+    MeshConfig(data=2, fsdp=2, tensor=1).shape(8)
+  assert MeshConfig(data=2, fsdp=-1, tensor=2).shape(8) == (2, 2, 2)
+  with pytest.raises(ValueError, match="rope_sections"):
+    ModelConfig(head_dim=16, rope_sections=(8, 8, 8))
+  with pytest.raises(ValueError, match="unknown|only the fields"):
+    Config.from_dict({"model": {"num_layerz": 2}})
+
+
+def test_unit_layout_matches_codec_configs():
+  cfg = load_config(os.path.join(ROOT, "configs", "small.py"))
+  lay = schedule.unit_layout(cfg)
+  assert lay.describe() == {"video_in": 64, "audio_in": 16, "text_in": 8,
+                            "video_out": 64, "audio_out": 16, "text_out": 8}
+  # audio: frame-major, level-minor; ticks = frame index; video at tick 0 with its grid position.
+  a = lay.group_slices["audio_in"]
+  assert list(lay.level[a][:8]) == [0, 1, 2, 3, 0, 1, 2, 3]
+  assert list(lay.tick[a][::4]) == [0, 1, 2, 3]
+  v = lay.group_slices["video_out"]
+  assert lay.h[v].max() == 7 and lay.w[v].max() == 7 and (lay.role[v] == 1).all()
+  tiled = lay.tile(3)
+  pos = tiled.positions()
+  assert pos.shape == (3 * 176, 3)
+  assert pos[176 + a.start, 0] == 4  # unit 1, first audio frame -> tick 4
+
+
+def test_next_unit_targets_respect_segments():
+  import jax.numpy as jnp
+  import numpy as np
+  L = 2
+  tokens = jnp.arange(8)[None].astype(jnp.int32)
+  seg = jnp.asarray([[1, 1, 1, 1, 2, 2, 0, 0]], jnp.int32)
+  tgt, valid = schedule.next_unit_targets(tokens, seg, L)
+  np.testing.assert_array_equal(tgt[0, :4], [2, 3, 4, 5])
+  np.testing.assert_array_equal(valid[0], [True, True, False, False, False, False, False, False])
