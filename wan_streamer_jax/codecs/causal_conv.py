@@ -1,0 +1,156 @@
+"""Causal convolution along time with an explicit, fixed-shape streaming state.
+
+Layout: time is axis 1, features last, optional spatial axes between:
+audio `[batch, time, channels]`, video `[batch, time, height, width, channels]`.
+
+A `CausalConv` of temporal kernel `k`, dilation `d` and stride `s` keeps the
+last `P = (k - 1) * d + 1 - s` inputs along time as its state (for `s = 1`
+that is `(k - 1) * d`), zero-initialised:
+
+    y, new_state = conv(x, state)     # x: [B, T, *S, Cin], T % s == 0
+                                      # y: [B, T // s, *S, Cout]
+                                      # state, new_state: [B, P, *S, Cin]
+
+Output `n` reads inputs up to index `n * s + s - 1` (the end of its own stride
+block) and nothing later. The offline call is the streaming call with a zero
+state over the whole clip (`state=None`), so running a clip chunk by chunk
+(each chunk a multiple of `s`) with the carried state is the same computation.
+
+The taps are gathered (im2col along time) and contracted in one matmul (or one
+2-D spatial conv for video), which is fast on CPU for the narrow layers here.
+
+Upsampling (`CausalUpsample`) never looks ahead either:
+- `subpixel`: a causal conv at the low rate producing `s * Cout` channels,
+  then depth-to-time (the phases of one low-rate step become `s` outputs) —
+  a transposed conv with an overlap state, as in Mimi / the Wan VAE's time
+  upsampler;
+- `repeat`: repeat each step `s` times, then a causal conv at the high rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def _time_taps(xp: jax.Array, kernel_t: int, dilation: int, stride: int, t_out: int) -> jax.Array:
+  """[B, P+T, *S, C] -> [B, t_out, *S, k*C]: tap j of output n is xp[n*s + j*d]."""
+  taps = [jax.lax.slice_in_dim(xp, j * dilation, j * dilation + (t_out - 1) * stride + 1,
+                               stride=stride, axis=1) for j in range(kernel_t)]
+  return taps[0] if kernel_t == 1 else jnp.concatenate(taps, axis=-1)
+
+
+class CausalConv(nnx.Module):
+  """Causal conv over time (+ optional 'SAME' 2-D spatial kernel). Shapes in the module doc."""
+
+  def __init__(self, in_ch: int, out_ch: int, kernel_t: int, *, stride: int = 1, dilation: int = 1,
+               kernel_s: int = 0, spatial: tuple[int, ...] = (), init_scale: float = 1.0,
+               rngs: nnx.Rngs):
+    if kernel_t < 1 or stride < 1 or dilation < 1:
+      raise ValueError(f"CausalConv: expected kernel_t, stride, dilation >= 1, got {kernel_t}, {stride}, {dilation}")
+    if (kernel_t - 1) * dilation + 1 < stride:
+      raise ValueError(f"CausalConv: expected an effective kernel >= stride={stride}, "
+                       f"got kernel_t={kernel_t}, dilation={dilation}")
+    self.in_ch, self.out_ch = in_ch, out_ch
+    self.kernel_t, self.stride, self.dilation, self.kernel_s = kernel_t, stride, dilation, kernel_s
+    self.spatial = tuple(spatial)  # input spatial shape, for `init_state`
+    ks = (kernel_s, kernel_s) if kernel_s else ()
+    fan_in = kernel_t * in_ch * math.prod(ks)
+    std = init_scale / math.sqrt(fan_in)
+    # kernel layout: spatial..., (tap, Cin) flattened, Cout — matches the im2col order.
+    shape = (*ks, kernel_t * in_ch, out_ch)
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((out_ch,), jnp.float32))
+
+  @property
+  def state_len(self) -> int:
+    return (self.kernel_t - 1) * self.dilation + 1 - self.stride
+
+  def init_state(self, batch: int) -> jax.Array:
+    return jnp.zeros((batch, self.state_len, *self.spatial, self.in_ch), jnp.float32)
+
+  def __call__(self, x: jax.Array, state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    b, t = x.shape[:2]
+    if t % self.stride:
+      raise ValueError(f"CausalConv: expected a time length that is a multiple of stride={self.stride}, got {t}")
+    if state is None:
+      state = jnp.zeros((b, self.state_len, *x.shape[2:-1], self.in_ch), x.dtype)
+    xp = jnp.concatenate([state.astype(x.dtype), x], axis=1)
+    new_state = xp[:, xp.shape[1] - self.state_len:]
+    t_out = t // self.stride
+    cols = _time_taps(xp, self.kernel_t, self.dilation, self.stride, t_out)
+    kernel = self.kernel[...]
+    if self.kernel_s:
+      flat = cols.reshape(b * t_out, *cols.shape[2:])
+      y = jax.lax.conv_general_dilated(flat, kernel, (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = y.reshape(b, t_out, *y.shape[1:])
+    else:
+      y = cols @ kernel
+    return y + self.bias[...], new_state
+
+
+class CausalUpsample(nnx.Module):
+  """Time upsampling by `stride` with no look-ahead: `[B, T, *S, Cin] -> [B, T*s, *S, Cout]`."""
+
+  def __init__(self, in_ch: int, out_ch: int, stride: int, kernel_t: int, *, mode: str = "subpixel",
+               kernel_s: int = 0, spatial: tuple[int, ...] = (), rngs: nnx.Rngs):
+    if mode not in ("subpixel", "repeat"):
+      raise ValueError(f"CausalUpsample: expected mode subpixel|repeat, got {mode!r}")
+    self.stride, self.mode, self.out_ch = stride, mode, out_ch
+    if mode == "subpixel":
+      self.conv = CausalConv(in_ch, out_ch * stride, kernel_t, kernel_s=kernel_s, spatial=spatial, rngs=rngs)
+    else:
+      self.conv = CausalConv(in_ch, out_ch, kernel_t * stride, kernel_s=kernel_s, spatial=spatial, rngs=rngs)
+
+  def init_state(self, batch: int) -> jax.Array:
+    return self.conv.init_state(batch)
+
+  def __call__(self, x: jax.Array, state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    if self.mode == "repeat":
+      return self.conv(jnp.repeat(x, self.stride, axis=1), state)
+    y, new_state = self.conv(x, state)
+    b, t = y.shape[:2]
+    y = y.reshape(b, t, *y.shape[2:-1], self.stride, self.out_ch)
+    y = jnp.moveaxis(y, -2, 2)  # [B, T, s, *S, C]
+    return y.reshape(b, t * self.stride, *y.shape[3:]), new_state
+
+
+class ResBlock(nnx.Module):
+  """`x + W2 silu(CausalConv(silu(x)))`; state = the causal conv's. `[B, T, *S, C]` in and out."""
+
+  def __init__(self, ch: int, kernel_t: int, *, dilation: int = 1, kernel_s: int = 0,
+               spatial: tuple[int, ...] = (), rngs: nnx.Rngs):
+    self.conv1 = CausalConv(ch, ch, kernel_t, dilation=dilation, kernel_s=kernel_s, spatial=spatial, rngs=rngs)
+    self.conv2 = CausalConv(ch, ch, 1, init_scale=0.1, rngs=rngs)
+
+  def init_state(self, batch: int) -> jax.Array:
+    return self.conv1.init_state(batch)
+
+  def __call__(self, x: jax.Array, state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    h, new_state = self.conv1(jax.nn.silu(x), state)
+    h, _ = self.conv2(jax.nn.silu(h))
+    return x + h, new_state
+
+
+def space_to_depth(x: jax.Array, p: int) -> jax.Array:
+  """`[..., H, W, C] -> [..., H/p, W/p, p*p*C]` (a patchify; spatial only, no time mixing)."""
+  if p == 1:
+    return x
+  *lead, h, w, c = x.shape
+  x = x.reshape(*lead, h // p, p, w // p, p, c)
+  x = jnp.moveaxis(x, -4, -3)  # [..., H/p, W/p, p, p, C]
+  return x.reshape(*lead, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x: jax.Array, p: int) -> jax.Array:
+  """Inverse of `space_to_depth`: `[..., h, w, p*p*C] -> [..., h*p, w*p, C]`."""
+  if p == 1:
+    return x
+  *lead, h, w, c = x.shape
+  x = x.reshape(*lead, h, w, p, p, c // (p * p))
+  x = jnp.moveaxis(x, -3, -4)  # [..., h, p, w, p, C]
+  return x.reshape(*lead, h * p, w * p, c // (p * p))

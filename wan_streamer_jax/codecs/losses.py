@@ -1,0 +1,124 @@
+"""Codec training losses (jittable, float32).
+
+Audio: L1 on the waveform + multi-resolution STFT (spectral convergence + log
+magnitude L1) + optional multi-resolution log-mel L1.
+Video: L1 + L2 on pixels in [-1, 1] + optional (1 - SSIM).
+All losses are means over the batch; inputs `[B, T]` (audio) or `[B, T, H, W, 3]` (video).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) at 16 kHz
+_EPS = 1e-5
+
+
+def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """`[B, T]` -> `[B, frames, n_fft//2 + 1]` Hann-windowed |STFT| (frames fully inside the signal)."""
+  t = x.shape[-1]
+  if t < n_fft:
+    x = jnp.pad(x, ((0, 0), (0, n_fft - t)))
+    t = n_fft
+  n_frames = 1 + (t - n_fft) // hop
+  idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
+  frames = x[:, idx] * jnp.asarray(np.hanning(n_fft + 1)[:-1], jnp.float32)
+  spec = jnp.fft.rfft(frames, axis=-1)
+  return jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + _EPS ** 2)
+
+
+@functools.lru_cache(maxsize=32)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+                   fmax: float | None = None) -> np.ndarray:
+  """HTK mel triangular filters, `[n_fft//2 + 1, n_mels]` float32 (numpy, cached)."""
+  fmax = fmax or sample_rate / 2
+  mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)
+  inv = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)
+  pts = inv(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
+  freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+  lo, ce, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]
+  fb = np.maximum(0.0, np.minimum((freqs - lo) / (ce - lo), (hi - freqs) / (hi - ce)))
+  return fb.T.astype(np.float32)
+
+
+def log_mel(x: jax.Array, sample_rate: int, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> jax.Array:
+  """`[B, T]` -> natural-log mel power-ish magnitudes `[B, frames, n_mels]`."""
+  mag = stft_magnitude(x, n_fft, hop)
+  return jnp.log(mag @ jnp.asarray(mel_filterbank(sample_rate, n_fft, n_mels)) + _EPS)
+
+
+def multi_resolution_stft_loss(recon: jax.Array, target: jax.Array,
+                               resolutions=STFT_RESOLUTIONS) -> jax.Array:
+  """Mean over resolutions of spectral convergence + mean |log|X| - log|Y|| (Yamamoto et al.)."""
+  total = 0.0
+  for n_fft, hop in resolutions:
+    m_r, m_t = stft_magnitude(recon, n_fft, hop), stft_magnitude(target, n_fft, hop)
+    sc = jnp.linalg.norm((m_t - m_r).reshape(m_t.shape[0], -1), axis=-1) / (
+        jnp.linalg.norm(m_t.reshape(m_t.shape[0], -1), axis=-1) + 1e-3)
+    total = total + jnp.mean(sc) + jnp.mean(jnp.abs(jnp.log(m_t) - jnp.log(m_r)))
+  return total / len(resolutions)
+
+
+def multi_resolution_mel_loss(recon: jax.Array, target: jax.Array, sample_rate: int,
+                              resolutions=((512, 128, 64), (1024, 256, 80), (2048, 512, 128))) -> jax.Array:
+  """Mean over resolutions of L1 between log-mel spectrograms."""
+  total = 0.0
+  for n_fft, hop, n_mels in resolutions:
+    total = total + jnp.mean(jnp.abs(log_mel(recon, sample_rate, n_fft, hop, n_mels)
+                                     - log_mel(target, sample_rate, n_fft, hop, n_mels)))
+  return total / len(resolutions)
+
+
+def audio_loss(recon: jax.Array, target: jax.Array, *, sample_rate: int, l1: float = 1.0,
+               stft: float = 1.0, mel: float = 1.0) -> tuple[jax.Array, dict]:
+  """Weighted sum; returns (loss, parts). `[B, T]` float32 waveforms."""
+  parts = {"l1": jnp.mean(jnp.abs(recon - target)),
+           "mr_stft": multi_resolution_stft_loss(recon, target)}
+  if mel:
+    parts["mel"] = multi_resolution_mel_loss(recon, target, sample_rate)
+  loss = l1 * parts["l1"] + stft * parts["mr_stft"] + (mel * parts["mel"] if mel else 0.0)
+  return loss, parts
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+  g = np.exp(-0.5 * ((np.arange(size) - size // 2) / sigma) ** 2)
+  return (g / g.sum()).astype(np.float32)
+
+
+def ssim(a: jax.Array, b: jax.Array, data_range: float = 2.0, win: int = 11) -> jax.Array:
+  """Mean SSIM (Gaussian 11x11, sigma 1.5, 'valid'), per image over channels: `[..., H, W, C]` -> `[...]`."""
+  lead = a.shape[:-3]
+  h, w, c = a.shape[-3:]
+  win = min(win, h, w)
+  g = jnp.asarray(_gaussian_window(win, 1.5 * win / 11))
+  a = a.reshape(-1, h, w, c).astype(jnp.float32)
+  b = b.reshape(-1, h, w, c).astype(jnp.float32)
+
+  def blur(x):  # separable, depthwise, valid
+    x = jnp.moveaxis(x, -1, 1).reshape(-1, 1, h, w)
+    x = jax.lax.conv_general_dilated(x, g.reshape(1, 1, win, 1), (1, 1), "VALID")
+    x = jax.lax.conv_general_dilated(x, g.reshape(1, 1, 1, win), (1, 1), "VALID")
+    return x
+
+  c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+  mu_a, mu_b = blur(a), blur(b)
+  s_aa = blur(a * a) - mu_a ** 2
+  s_bb = blur(b * b) - mu_b ** 2
+  s_ab = blur(a * b) - mu_a * mu_b
+  m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
+  return m.reshape(-1, c, *m.shape[-2:]).mean(axis=(1, 2, 3)).reshape(lead)
+
+
+def video_loss(recon: jax.Array, target: jax.Array, *, l1: float = 1.0, l2: float = 1.0,
+               ssim_weight: float = 0.1) -> tuple[jax.Array, dict]:
+  """Weighted L1 + L2 (+ 1 - SSIM) on float frames in [-1, 1]; returns (loss, parts)."""
+  parts = {"l1": jnp.mean(jnp.abs(recon - target)), "l2": jnp.mean((recon - target) ** 2)}
+  loss = l1 * parts["l1"] + l2 * parts["l2"]
+  if ssim_weight:
+    parts["ssim"] = jnp.mean(ssim(recon, target, data_range=2.0))
+    loss = loss + ssim_weight * (1.0 - parts["ssim"])
+  return loss, parts
