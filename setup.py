@@ -28,7 +28,7 @@ setup(
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    extras_require={"test": ["pytest>=8", "portpicker>=1.6"]},
     entry_points={"console_scripts": [
         "wan-train=launch.train:run",
         "wan-bench=launch.bench:run",
