@@ -3,11 +3,30 @@
 A key of unit `u` is visible to a query of unit `t` iff both are in the same
 non-padding segment, `u <= t`, and -- with a window -- `t - u < window_units`
 or `u < sink_units`. Unit ids count from 0 at the start of each segment.
+
+`visible_broadcast` is the rule on already-broadcastable operands; every
+implementation (the dense oracle, the chunked XLA loop and the Pallas kernels'
+element mask on partially visible tiles) calls it, so the rule cannot drift.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+
+
+def visible_broadcast(qu, ku, qs, ks, *, window_units=None, sink_units=0):
+  """The rule on operands that broadcast against each other.
+
+  Args:
+    qu, qs: query unit / segment ids, e.g. `[bq, 1]` (column).
+    ku, ks: key unit / segment ids, e.g. `[1, bk]` (row).
+  Returns:
+    bool of the broadcast shape, e.g. `[bq, bk]`.
+  """
+  vis = (qs == ks) & (qs != 0) & (ku <= qu)
+  if window_units is not None:
+    vis &= ((qu - ku) < window_units) | (ku < sink_units)
+  return vis
 
 
 def visible(q_unit, kv_unit, q_segment, kv_segment, *, window_units=None, sink_units=0):
@@ -19,12 +38,9 @@ def visible(q_unit, kv_unit, q_segment, kv_segment, *, window_units=None, sink_u
   Returns:
     bool `[batch, q_len, kv_len]`.
   """
-  qu, ku = q_unit[..., :, None], kv_unit[..., None, :]
-  qs, ks = q_segment[..., :, None], kv_segment[..., None, :]
-  vis = (qs == ks) & (qs != 0) & (ku <= qu)
-  if window_units is not None:
-    vis &= ((qu - ku) < window_units) | (ku < sink_units)
-  return vis
+  return visible_broadcast(q_unit[..., :, None], kv_unit[..., None, :], q_segment[..., :, None],
+                           kv_segment[..., None, :], window_units=window_units,
+                           sink_units=sink_units)
 
 
 def default_segments(unit):
