@@ -12,7 +12,7 @@ from tests.helpers import ROOT
 
 _ARGS = ["--config=configs/tiny.py", "--config.mesh.data=2", "--config.mesh.fsdp=2",
          "--config.train.num_steps=3", "--config.train.log_every=1", "--config.train.batch_size=4",
-         "--config.model.attention_impl=reference", "--config.optimizer.warmup_steps=1"]
+         "--config.model.attention_impl=xla", "--config.optimizer.warmup_steps=1"]
 
 
 def _env(devices):

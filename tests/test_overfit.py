@@ -9,7 +9,7 @@ from wan_streamer_jax.train.step import make_train_step
 
 
 def test_overfit_one_batch():
-  cfg = tiny_config(**{"model.attention_impl": "reference", "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 5,
+  cfg = tiny_config(**{"optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 5,
                        "optimizer.decay_steps": 400, "optimizer.weight_decay": 0.0,
                        "loss.video_in": 1.0, "loss.audio_in": 1.0, "loss.text_in": 1.0})
   mesh = make_mesh(cfg.mesh, jax.devices()[:1])

@@ -28,7 +28,7 @@ def runs():
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set by conftest)")
   # Adam divides by |g| + eps: for |g| <~ eps the float32 reduction-order noise of a sharded
   # gradient is amplified up to the learning rate. eps=1e-5 keeps that below the 1e-5 tolerance.
-  base = {"model.attention_impl": "reference", "optimizer.warmup_steps": 1, "optimizer.eps": 1e-5}
+  base = {"model.attention_impl": "xla", "optimizer.warmup_steps": 1, "optimizer.eps": 1e-5}
   cfg8 = tiny_config(**base, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   cfg1 = tiny_config(**base)
   batch = random_batch(cfg1, 4, 6, seed=0, packed=True)
