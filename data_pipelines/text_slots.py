@@ -1,0 +1,97 @@
+"""Text aligned to units: UTF-8 bytes in `text_slots` per unit (DESIGN §1).
+
+Each word enters a queue at the unit where it starts (its first speech sample,
+or the unit it is typed in) as its UTF-8 bytes followed by WORD_END; a turn's
+end enters END_OF_TURN at the unit where the turn stops. Every unit emits up
+to `text_slots` tokens from the queue, PAD in the rest, so text is never ahead
+of speech and lags only when a unit's words do not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from wan_streamer_jax.config import TextConfig
+
+PAD, WORD_END, END_OF_TURN, MISSING = (TextConfig.PAD, TextConfig.WORD_END, TextConfig.END_OF_TURN,
+                                       TextConfig.MISSING)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEvent:
+  """Tokens entering the queue at `unit`; `label` names it in the placement report."""
+
+  unit: int
+  tokens: tuple[int, ...]
+  label: str = ""
+
+
+def word_event(unit: int, word: str) -> TextEvent:
+  return TextEvent(unit, tuple(word.encode("utf-8")) + (WORD_END,), word)
+
+
+def end_of_turn_event(unit: int) -> TextEvent:
+  return TextEvent(unit, (END_OF_TURN,), "<eot>")
+
+
+def layout_text(events, num_units: int, text_slots: int):
+  """Packs events into slots.
+
+  Args:
+    events: iterable of TextEvent (any order; stable by unit).
+    num_units: units of the conversation.
+    text_slots: tokens per unit.
+  Returns:
+    slots int32 `[num_units, text_slots]` (bytes 0..255, WORD_END, END_OF_TURN, PAD) and a list of
+    `(label, wanted_unit, first_unit, last_unit)` placements (-1 when dropped at the end).
+  """
+  slots = np.full((num_units, text_slots), PAD, np.int32)
+  events = sorted(events, key=lambda e: e.unit)
+  queue: list[tuple[int, int]] = []  # (token, event index)
+  placed = [[e.label, e.unit, -1, -1] for e in events]
+  ei = 0
+  for u in range(num_units):
+    while ei < len(events) and events[ei].unit <= u:
+      queue.extend((tok, ei) for tok in events[ei].tokens)
+      ei += 1
+    take, queue = queue[:text_slots], queue[text_slots:]
+    for s, (tok, idx) in enumerate(take):
+      slots[u, s] = tok
+      if placed[idx][2] < 0:
+        placed[idx][2] = u
+      placed[idx][3] = u
+  return slots, [tuple(p) for p in placed]
+
+
+def missing_text(num_units: int, text_slots: int) -> np.ndarray:
+  """int32 `[num_units, text_slots]` of MISSING (no text stream at all)."""
+  return np.full((num_units, text_slots), MISSING, np.int32)
+
+
+def decode_slots(slots: np.ndarray) -> str:
+  """Human-readable text of `[units, text_slots]` tokens: words spaced, `|` for END_OF_TURN."""
+  out = bytearray()
+  for tok in np.asarray(slots).reshape(-1):
+    tok = int(tok)
+    if tok < 256:
+      out.append(tok)
+    elif tok == WORD_END:
+      out += b" "
+    elif tok == END_OF_TURN:
+      out += b"| "
+  return out.decode("utf-8", errors="replace").strip()
+
+
+def unit_strings(slots: np.ndarray) -> list[str]:
+  """Per-unit display strings (`_` word end, `|` end of turn, `.` pad, `?` missing)."""
+  rows = []
+  for row in np.asarray(slots):
+    s = []
+    for tok in row:
+      tok = int(tok)
+      s.append(chr(tok) if 32 <= tok < 127 else {WORD_END: "_", END_OF_TURN: "|", PAD: ".",
+                                                  MISSING: "?"}.get(tok, "#"))
+    rows.append("".join(s))
+  return rows
