@@ -12,15 +12,29 @@ Every reader raises `MediaError(path, reason)` on a missing or corrupt file.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import os
+import warnings
 
 import numpy as np
 from scipy import signal
 from scipy.io import wavfile
 
 from wan_streamer_jax.config import VIDEO_FPS
+
+
+@contextlib.contextmanager
+def fork_exec_ok():
+  """Silences JAX's os.fork() warning around subprocess launches.
+
+  `subprocess` forks and immediately execs in C (no Python runs in the child),
+  which is safe in a multi-threaded process; JAX's at-fork hook warns anyway.
+  """
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+    yield
 
 
 class MediaError(Exception):
@@ -136,7 +150,8 @@ def _read_ffmpeg(path: str):
                            "or give the video as a folder of PNG frames") from e
   try:
     reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
-    meta = next(reader)
+    with fork_exec_ok():
+      meta = next(reader)
     w, h = meta["size"]
     fps = float(meta.get("fps") or VIDEO_FPS)
     frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
@@ -160,7 +175,8 @@ def write_mp4(path: str, frames: np.ndarray, fps: int = VIDEO_FPS, audio_path: s
   kwargs = {"audio_path": audio_path} if audio_path else {}
   writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                                        macro_block_size=1, quality=9, ffmpeg_log_level="error", **kwargs)
-  writer.send(None)
+  with fork_exec_ok():
+    writer.send(None)
   for f in frames:
     writer.send(np.ascontiguousarray(f))
   writer.close()

@@ -109,8 +109,10 @@ class SpeechSynthesizer:
     self.deterministic = None
 
   def _start(self) -> None:
-    self._proc = subprocess.Popen([sys.executable, "-u", _worker_path()], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, close_fds=True)
+    from data_pipelines.media_io import fork_exec_ok
+    with fork_exec_ok():  # fork + exec of a fresh interpreter: safe beside JAX's threads
+      self._proc = subprocess.Popen([sys.executable, "-u", _worker_path()], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, close_fds=True)
     hello = self._recv()
     if hello is None:
       raise RuntimeError("the eSpeak worker failed to start (see its stderr above); is the "
