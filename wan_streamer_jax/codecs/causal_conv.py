@@ -33,7 +33,19 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+
+def normal_init(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+  """`std * N(0, 1)` of `shape`, float32. Eagerly it draws with numpy from the key's bits (no XLA
+  compile per parameter shape, which made building a codec take seconds); traced (eval_shape,
+  jit) it uses `jax.random.normal`."""
+  if isinstance(key, jax.core.Tracer):
+    return std * jax.random.normal(key, shape, jnp.float32)
+  bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  rng = np.random.default_rng(np.asarray(bits).astype(np.uint64).ravel().tolist())
+  return jnp.asarray(std * rng.standard_normal(shape, dtype=np.float32))
 
 
 def _time_taps(xp: jax.Array, kernel_t: int, dilation: int, stride: int, t_out: int) -> jax.Array:
@@ -62,7 +74,7 @@ class CausalConv(nnx.Module):
     std = init_scale / math.sqrt(fan_in)
     # kernel layout: spatial..., (tap, Cin) flattened, Cout — matches the im2col order.
     shape = (*ks, kernel_t * in_ch, out_ch)
-    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+    self.kernel = nnx.Param(normal_init(rngs.params(), shape, std))
     self.bias = nnx.Param(jnp.zeros((out_ch,), jnp.float32))
 
   @property

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from wan_streamer_jax.codecs.causal_conv import normal_init
+
 _EPS = 1e-3
 
 
@@ -69,9 +71,9 @@ class ResidualFSQ(nnx.Module):
     self.num_quantizers = num_quantizers
     d = len(levels)
     k1, k2 = rngs.params(), rngs.params()
-    self.w_in = nnx.Param(jax.random.normal(k1, (num_quantizers, latent_dim, d)) / math.sqrt(latent_dim))
+    self.w_in = nnx.Param(normal_init(k1, (num_quantizers, latent_dim, d), 1 / math.sqrt(latent_dim)))
     self.b_in = nnx.Param(jnp.zeros((num_quantizers, d)))
-    self.w_out = nnx.Param(jax.random.normal(k2, (num_quantizers, d, latent_dim)) / math.sqrt(d))
+    self.w_out = nnx.Param(normal_init(k2, (num_quantizers, d, latent_dim), 1 / math.sqrt(d)))
     self.b_out = nnx.Param(jnp.zeros((num_quantizers, latent_dim)))
 
   def __call__(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:

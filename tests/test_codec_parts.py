@@ -1,0 +1,125 @@
+"""Codec parts: causal conv state/stride/upsampling, FSQ, losses and metrics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from wan_streamer_jax.codecs import losses, metrics
+from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalUpsample, depth_to_space,
+                                                 space_to_depth)
+from wan_streamer_jax.codecs.fsq import ResidualFSQ, fsq_codes_to_values, fsq_quantize
+
+
+@pytest.mark.parametrize("kernel_t,stride,dilation,spatial", [
+    (3, 1, 1, ()), (5, 1, 3, ()), (8, 4, 1, ()), (4, 4, 1, (4, 4)), (3, 1, 2, (4, 4))])
+def test_causal_conv_chunked_equals_offline(kernel_t, stride, dilation, spatial):
+  conv = CausalConv(3, 5, kernel_t, stride=stride, dilation=dilation, kernel_s=3 if spatial else 0,
+                    spatial=spatial, rngs=nnx.Rngs(0))
+  assert conv.state_len == (kernel_t - 1) * dilation + 1 - stride
+  x = jax.random.normal(jax.random.key(1), (2, 12 * stride, *spatial, 3))
+  y, _ = conv(x)
+  state, ys, t = conv.init_state(2), [], 0
+  for n in (1, 3, 2, 6):
+    yy, state = conv(x[:, t * stride:(t + n) * stride], state)
+    ys.append(yy)
+    t += n
+  np.testing.assert_allclose(np.concatenate(ys, 1), y, atol=1e-5)
+  assert state.shape == conv.init_state(2).shape
+  # Causality: output n only sees inputs < (n + 1) * stride.
+  x2 = x.at[:, 5 * stride:].set(7.0)
+  np.testing.assert_array_equal(conv(x2)[0][:, :5], y[:, :5])
+
+
+@pytest.mark.parametrize("mode", ["subpixel", "repeat"])
+def test_causal_upsample_chunked_and_causal(mode):
+  up = CausalUpsample(4, 3, 4, 2, mode=mode, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(2), (1, 10, 4))
+  y, _ = up(x)
+  assert y.shape == (1, 40, 3)
+  state, ys = up.init_state(1), []
+  for a, b in ((0, 3), (3, 4), (4, 10)):
+    yy, state = up(x[:, a:b], state)
+    ys.append(yy)
+  np.testing.assert_allclose(np.concatenate(ys, 1), y, atol=1e-5)
+  y2, _ = up(x.at[:, 6:].set(3.0))
+  np.testing.assert_array_equal(y2[:, :24], y[:, :24])
+
+
+def test_space_depth_roundtrip():
+  x = jnp.arange(2 * 8 * 8 * 3).reshape(2, 8, 8, 3)
+  np.testing.assert_array_equal(depth_to_space(space_to_depth(x, 4), 4), x)
+  assert space_to_depth(x, 2).shape == (2, 4, 4, 12)
+
+
+def test_fsq_codes_values_and_straight_through():
+  levels = (8, 5, 5, 5)
+  z = jax.random.normal(jax.random.key(0), (4000, 4))
+  v, c = fsq_quantize(z, levels)
+  assert c.dtype == jnp.int32 and int(c.min()) >= 0 and int(c.max()) < 1000
+  np.testing.assert_allclose(fsq_codes_to_values(c, levels), v, atol=1e-6)
+  assert float(jnp.abs(v).max()) <= 1.0
+  assert len(np.unique(np.asarray(c))) > 600  # a unit-scale latent uses most codes
+  every = jnp.arange(1000)
+  _, back = fsq_quantize(_inverse_bound(fsq_codes_to_values(every, levels), levels), levels)
+  np.testing.assert_array_equal(back, every)
+  g = jax.grad(lambda z: jnp.sum(fsq_quantize(z, levels)[0]))(z)
+  assert bool(jnp.all(g > 0))  # straight-through: gradient of the bound, never zero
+
+
+def _inverse_bound(values, levels):
+  """Latent that FSQ maps exactly onto `values` (for the round-trip check)."""
+  lv = jnp.asarray(levels, jnp.float32)
+  half_l = (lv - 1) * 1.001 / 2
+  offset = jnp.where(lv % 2 == 0, 0.5, 0.0)
+  target = values * jnp.floor(lv / 2)
+  return jnp.arctanh((target + offset) / half_l) - jnp.arctanh(offset / half_l)
+
+
+def test_residual_fsq_decode_matches_and_missing_is_neutral():
+  rfsq = ResidualFSQ(8, (8, 5, 5, 5), 3, rngs=nnx.Rngs(0))
+  z = jax.random.normal(jax.random.key(3), (2, 5, 8))
+  zq, codes = rfsq(z)
+  assert codes.shape == (2, 5, 3)
+  np.testing.assert_allclose(rfsq.decode(codes), zq, atol=1e-5)
+  err1 = jnp.mean((rfsq(z)[0] - z) ** 2)
+  assert np.isfinite(float(err1))
+  missing = codes.at[:, :, 1:].set(1000)
+  partial = rfsq.decode(missing)
+  first_only = fsq_codes_to_values(codes[..., 0], rfsq.levels) @ rfsq.w_out[0] + rfsq.b_out[0]
+  np.testing.assert_allclose(partial, first_only, atol=1e-5)
+
+
+def test_audio_losses_and_metrics():
+  rng = np.random.default_rng(0)
+  t = np.arange(16000) / 16000
+  clean = (0.5 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)[None]
+  noisy = (clean + 0.05 * rng.standard_normal(clean.shape)).astype(np.float32)
+  loss0, _ = losses.audio_loss(jnp.asarray(clean), jnp.asarray(clean), sample_rate=16000)
+  loss1, parts = losses.audio_loss(jnp.asarray(noisy), jnp.asarray(clean), sample_rate=16000)
+  assert float(loss0) < 1e-3 < float(loss1) and set(parts) == {"l1", "mr_stft", "mel"}
+  assert metrics.si_snr(clean, clean) > 60
+  assert 5 < metrics.si_snr(noisy, clean) < 25
+  assert metrics.stoi(clean, clean, 16000) > 0.99
+  assert metrics.stoi(noisy, clean, 16000) < metrics.stoi(clean, clean, 16000)
+  assert metrics.log_mel_distance(clean, clean, 16000) < 1e-6 < metrics.log_mel_distance(noisy, clean, 16000)
+
+
+def test_video_losses_and_metrics():
+  rng = np.random.default_rng(1)
+  x = rng.integers(0, 256, (2, 4, 16, 16, 3)).astype(np.uint8)
+  noisy = np.clip(x + rng.normal(0, 8, x.shape), 0, 255).astype(np.uint8)
+  assert metrics.psnr(x, x) > 90
+  assert 25 < metrics.psnr(noisy, x) < 35
+  assert abs(metrics.ssim(x, x) - 1) < 1e-5 and metrics.ssim(noisy, x) < 0.999
+  xf = jnp.asarray(x, jnp.float32) / 127.5 - 1
+  loss, parts = losses.video_loss(xf, xf)
+  assert float(loss) < 1e-5 and abs(float(parts["ssim"]) - 1) < 1e-5
+
+
+def test_codebook_usage():
+  codes = np.stack([np.arange(1000), np.zeros(1000, int)], -1)
+  u = metrics.codebook_usage(codes, 1000)
+  np.testing.assert_allclose(u["perplexity"], [1000, 1], rtol=1e-6)
+  np.testing.assert_allclose(u["used_fraction"], [1.0, 0.001])
