@@ -24,11 +24,12 @@ def reference_block_causal_attention(q, k, v, q_unit, kv_unit, q_segment, kv_seg
   kvh = k.shape[2]
   scale = d ** -0.5 if scale is None else scale
   qg = q.reshape(b, tq, kvh, h // kvh, d)
-  logits = jnp.einsum("bqkgd,bskd->bkgqs", qg.astype(jnp.float32), k.astype(jnp.float32)) * scale
+  hi = jax.lax.Precision.HIGHEST  # an accurate oracle on TPU/GPU too
+  logits = jnp.einsum("bqkgd,bskd->bkgqs", qg.astype(jnp.float32), k.astype(jnp.float32), precision=hi) * scale
   mask = visible(q_unit, kv_unit, q_segment, kv_segment, window_units=window_units,
                  sink_units=sink_units)[:, None, None]
   logits = jnp.where(mask, logits, -1e30)
   probs = jax.nn.softmax(logits, axis=-1)
   probs = jnp.where(mask, probs, 0.0)
-  out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v.astype(jnp.float32))
+  out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v.astype(jnp.float32), precision=hi)
   return out.reshape(b, tq, h, d).astype(q.dtype)

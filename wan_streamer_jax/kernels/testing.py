@@ -59,3 +59,43 @@ def dense_tile_tables(q_unit, kv_unit, q_segment, kv_segment, *, block_q, block_
   visited = tiles.any(axis=(2, 4))
   full = tiles.all(axis=(2, 4))
   return visited, visited & ~full
+
+
+CASES = ("packed", "window", "decode")
+
+
+def make_case(kind: str, seed: int = 0, *, batch: int = 2, length: int = 384, heads: int = 4,
+              kv_heads: int = 2, head_dim: int = 16, unit_sizes=(1, 1, 3, 7, 130, 300)):
+  """Named test inputs (numpy float32), as keyword arguments of `block_causal_attention`.
+
+  "packed": packed segments with padding, ragged units (1 token .. longer than
+            two 128-tiles); "window": the same with window_units=2, sink_units=1;
+  "decode": one 24-token unit of queries per row against a `length`-slot cache
+            filled to a different level per row (unwritten slots: segment 0),
+            window_units=3, sink_units=1.
+  """
+  rng = np.random.default_rng(seed)
+  if kind in ("packed", "window"):
+    unit, seg = random_layout(rng, batch, length, unit_sizes=unit_sizes)
+    q_unit, q_seg, kv_unit, kv_seg = unit, seg, unit, seg
+    window, sinks = (None, 0) if kind == "packed" else (2, 1)
+  elif kind == "decode":
+    unit_len = 24
+    kv_unit = np.zeros((batch, length), np.int32)
+    kv_seg = np.zeros((batch, length), np.int32)
+    q_unit = np.zeros((batch, unit_len), np.int32)
+    for b in range(batch):
+      n_units = int(rng.integers(2, length // unit_len + 1))
+      n = n_units * unit_len
+      kv_unit[b, :n] = np.arange(n) // unit_len
+      kv_seg[b, :n] = 1
+      q_unit[b] = n_units - 1
+    q_seg = np.ones((batch, unit_len), np.int32)
+    window, sinks = 3, 1
+  else:
+    raise ValueError(f"kind: expected one of {CASES}, got {kind!r}")
+  tq, tk = q_unit.shape[1], kv_unit.shape[1]
+  f = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  return dict(q=f(batch, tq, heads, head_dim), k=f(batch, tk, kv_heads, head_dim),
+              v=f(batch, tk, kv_heads, head_dim), q_unit=q_unit, kv_unit=kv_unit, q_segment=q_seg,
+              kv_segment=kv_seg, window_units=window, sink_units=sinks)

@@ -39,6 +39,12 @@ class Static:
   block_k: int
 
 
+def _einsum(spec, a, b):
+  """f32 accumulation; full f32 precision for f32 inputs (TPU would default to bf16 passes)."""
+  prec = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
+  return jnp.einsum(spec, a, b, precision=prec, preferred_element_type=F32)
+
+
 def _rows(x, start, size):
   """Per-batch-row dynamic slice: x `[b, T, ...]`, start int32 `[b]` -> `[b, size, ...]`."""
   return jax.vmap(lambda xb, s: lax.dynamic_slice_in_dim(xb, s, size, 0))(x, start)
@@ -87,7 +93,7 @@ def _forward(st: Static, q, k, v, ids, tiles):
       m, l, acc = carry
       start = tile[:, s] * bk
       kc, vc = _rows(k, start, bk), _rows(v, start, bk)
-      logits = jnp.einsum("bqkgd,bskd->bkgqs", qc, kc, preferred_element_type=F32) * st.scale
+      logits = _einsum("bqkgd,bskd->bkgqs", qc, kc) * st.scale
       active = s < num
 
       def update(mask):
@@ -97,7 +103,7 @@ def _forward(st: Static, q, k, v, ids, tiles):
         p = jnp.exp(x - m_new[..., None])
         if mask is not None:
           p = jnp.where(mask, p, 0.0)
-        pv = jnp.einsum("bkgqs,bskd->bkgqd", p.astype(v.dtype), vc, preferred_element_type=F32)
+        pv = _einsum("bkgqs,bskd->bkgqd", p.astype(v.dtype), vc)
         return m_new, alpha * l + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv
 
       def masked():
@@ -138,7 +144,7 @@ def _backward(st: Static, q, k, v, ids, tiles, out, lse, dout):
       qc, doc = _group(_rows(q, start, bq), kvh), _group(_rows(dout, start, bq), kvh)
       lse_c = jnp.moveaxis(_group(_rows(lse, start, bq), kvh), 1, 3)  # [b, kvh, g, cq]
       del_c = jnp.moveaxis(_group(_rows(delta, start, bq), kvh), 1, 3)
-      logits = jnp.einsum("bqkgd,bskd->bkgqs", qc, kc, preferred_element_type=F32) * st.scale
+      logits = _einsum("bqkgd,bskd->bkgqs", qc, kc) * st.scale
       p = jnp.exp(logits - lse_c[..., None])
       active = s < num
 
@@ -147,11 +153,11 @@ def _backward(st: Static, q, k, v, ids, tiles, out, lse, dout):
         return jnp.where(mask, p, 0.0)
 
       p = lax.cond(jnp.any((needs[:, s] != 0) | ~active), masked, lambda: p)
-      dv = dv + jnp.einsum("bkgqs,bqkgd->bskd", p.astype(dout.dtype), doc, preferred_element_type=F32)
-      dp = jnp.einsum("bqkgd,bskd->bkgqs", doc, vc, preferred_element_type=F32)
+      dv = dv + _einsum("bkgqs,bqkgd->bskd", p.astype(dout.dtype), doc)
+      dp = _einsum("bqkgd,bskd->bkgqs", doc, vc)
       ds = p * (dp - del_c[..., None])
-      dk = dk + jnp.einsum("bkgqs,bqkgd->bskd", ds.astype(q.dtype), qc, preferred_element_type=F32)
-      dq_c = jnp.einsum("bkgqs,bskd->bqkgd", ds.astype(k.dtype), kc, preferred_element_type=F32)
+      dk = dk + _einsum("bkgqs,bqkgd->bskd", ds.astype(q.dtype), qc)
+      dq_c = _einsum("bkgqs,bskd->bqkgd", ds.astype(k.dtype), kc)
       return _add_rows(dq, start, dq_c.reshape(b, bq, h, d)), dk, dv
 
     zeros = jnp.zeros((b, bk, kvh, d), F32)
