@@ -16,6 +16,7 @@ Raw head (`raw_pipeline`), batch of B windows of N units:
   audio      float32 [B, N * samples_per_unit]   in [-1, 1]
   video      uint8   [B, N * 4, H, W, 3]         25 fps
   unit_mask  bool    [B, N]        False past the end of a short conversation (zero padding)
+  video_mask bool    [B, N]        unit_mask and, for user windows, the camera was on (else black)
   audio_role, video_role int32 [B] 0 = user, 1 = model (which stream the window is from)
   index      int32   [B]           example index in the source
 Token head (`token_pipeline`), batch of B packed sequences, S = units_per_example * L:
@@ -97,7 +98,11 @@ class RawWindow(grain.transforms.RandomMap):
     out_video[:video.shape[0]] = video
     mask = np.zeros(self.units, bool)
     mask[:n] = True
-    return {"audio": out_audio, "video": out_video, "unit_mask": mask, "audio_role": np.int32(a_role),
+    video_mask = mask.copy()
+    if v_role == ROLE_USER:
+      video_mask[:n] &= camera
+    return {"audio": out_audio, "video": out_video, "unit_mask": mask, "video_mask": video_mask,
+            "audio_role": np.int32(a_role),
             "video_role": np.int32(v_role), "index": np.int32(ex["_index"])}
 
 

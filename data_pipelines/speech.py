@@ -108,6 +108,10 @@ class SpeechSynthesizer:
     self.engine_rate = None
     self.deterministic = None
 
+  @property
+  def num_cached(self) -> int:
+    return len(self._cache)
+
   def _start(self) -> None:
     from data_pipelines.media_io import fork_exec_ok
     with fork_exec_ok():  # fork + exec of a fresh interpreter: safe beside JAX's threads

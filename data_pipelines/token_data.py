@@ -37,6 +37,19 @@ def token_example_spec(cfg: Config, units: int | None = None) -> dict:
   }
 
 
+def token_features(cfg: Config):
+  """TFDS features of a token example (what a tokenisation launcher writes as ArrayRecord)."""
+  import tensorflow_datasets as tfds
+  feats = {}
+  for key, (shape, dtype) in token_example_spec(cfg).items():
+    if key == "num_units":
+      feats[key] = tfds.features.Scalar(dtype=dtype)
+    else:
+      feats[key] = tfds.features.Tensor(shape=shape, dtype=dtype,
+                                        encoding="bytes" if dtype == np.int32 else "none")
+  return tfds.features.FeaturesDict(feats)
+
+
 def random_token_example(cfg: Config, units: int, rng: np.random.Generator,
                          camera_off_prob: float = 0.2, text_pad_prob: float = 0.6) -> dict:
   """One example of random tokens with the structure above."""

@@ -7,7 +7,7 @@ from data_pipelines import pipelines
 from data_pipelines.packing import window_tokens
 from data_pipelines.token_data import RandomTokenSource, random_token_example
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import Config, FRAMES_PER_UNIT, GROUPS
+from wan_streamer_jax.config import Config, FRAMES_PER_UNIT
 
 CFG = Config()
 LAYOUT = schedule.unit_layout(CFG)
@@ -131,6 +131,11 @@ def test_raw_pipeline_windows_align_audio_and_video():
       np.testing.assert_allclose(a_units, v_units, atol=1e-3)  # same window in both streams
       np.testing.assert_allclose(np.diff(a_units), 1, atol=1e-3)
       assert not b["audio"][k, n * SPU:].any() and not b["video"][k, n * 4:].any()
+      camera = source[b["index"][k]]["user_camera_on"]
+      start = int(round(a_units[0]))
+      want = camera[start:start + n] if b["video_role"][k] == 0 else np.ones(n, bool)
+      np.testing.assert_array_equal(b["video_mask"][k, :n], want)
+      assert not b["video_mask"][k, n:].any()
 
 
 def test_raw_pipeline_state_resumes_exactly():
@@ -185,3 +190,15 @@ def test_token_pipeline_with_worker_processes_resumes():
     _check_packed_batch(want[0], 2, 8)
   finally:
     fresh.close()
+
+
+def test_token_example_round_trips_through_tfds_features():
+  from data_pipelines.token_data import token_features
+  feats = token_features(CFG)
+  ex = RandomTokenSource(CFG, 3, min_units=3, max_units=5)[1]
+  back = feats.deserialize_example_np(feats.serialize_example(ex))
+  assert set(back) == set(ex)
+  for k in ex:
+    np.testing.assert_array_equal(back[k], ex[k])
+  tokens = window_tokens(LAYOUT, back, 0, int(back["num_units"]))
+  np.testing.assert_array_equal(tokens, window_tokens(LAYOUT, ex, 0, int(ex["num_units"])))

@@ -34,7 +34,7 @@ def generation_rate(cfg: Config, num: int = 40) -> dict:
   wall, cpu = time.perf_counter() - t0, time.process_time() - c0
   synth = get_synthesizer(spec.sample_rate)
   return {"conversations_per_min": 60.0 * num / wall, "generated_units_per_s": units / wall,
-          "generation_parent_cpu_fraction": cpu / wall, "speech_cache_entries": len(synth._cache),
+          "generation_parent_cpu_fraction": cpu / wall, "speech_cache_entries": synth.num_cached,
           "mean_conversation_units": units / num}
 
 
