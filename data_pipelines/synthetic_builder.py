@@ -8,7 +8,7 @@ Builder configs are named `{size}_{H}x{W}_{rate}hz_t{text_slots}_s{seed}`
 (e.g. `tiny_64x64_16000hz_t8_s0`), so corpora for different model configs
 sit side by side in one data_dir. Sizes (conversations per split):
 tiny 24/4/4 (tests), small 1000/100/100, full 20000/500/500. A 64x64
-conversation takes ~1.8 MB on disk (float32 audio, zlib-compressed video).
+conversation (~70 units) takes ~1 MB on disk (float32 audio, zlib-compressed video).
 
 Feature shapes and dtypes are those of `corpus.generate_conversation`.
 """
