@@ -29,7 +29,7 @@ def main(argv):
   import jax
   from wan_streamer_jax.config import Config
   from wan_streamer_jax.parallel.mesh import make_mesh
-  from wan_streamer_jax.train.feed import process_slice, to_global
+  from wan_streamer_jax.train.feed import check_batch, process_slice, to_global
   from wan_streamer_jax.train.random_data import random_token_batch
   from wan_streamer_jax.train.state import create_train_state
   from wan_streamer_jax.train.step import batch_shardings, make_train_step
@@ -45,6 +45,8 @@ def main(argv):
   t0 = time.perf_counter()
   for step in range(cfg.train.num_steps):
     local = {k: v[rows] for k, v in random_token_batch(cfg, step).items()}
+    if step == 0:
+      check_batch(cfg, local, rows.stop - rows.start)
     state, metrics = step_fn(state, to_global(local, shardings))
     if step % cfg.train.log_every == 0 or step == cfg.train.num_steps - 1:
       m = {k: float(v) for k, v in jax.device_get(metrics).items()}

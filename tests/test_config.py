@@ -64,3 +64,22 @@ def test_next_unit_targets_respect_segments():
   tgt, valid = schedule.next_unit_targets(tokens, seg, L)
   np.testing.assert_array_equal(tgt[0, :4], [2, 3, 4, 5])
   np.testing.assert_array_equal(valid[0], [True, True, False, False, False, False, False, False])
+
+
+def test_bad_batches_fail_before_compile_naming_the_field():
+  import numpy as np
+  from wan_streamer_jax.train.feed import check_batch
+  from wan_streamer_jax.train.random_data import random_token_batch
+  cfg = tiny_config()
+  good = random_token_batch(cfg, 0)
+  check_batch(cfg, good)
+  with pytest.raises(ValueError, match=r"batch\['tokens'\]: expected shape \(4, 256\).*got \(4, 255\)"):
+    check_batch(cfg, {**good, "tokens": good["tokens"][:, :-1]})
+  with pytest.raises(ValueError, match=r"batch\['unit_ids'\]: expected dtype int32, got int64"):
+    check_batch(cfg, {**good, "unit_ids": good["unit_ids"].astype(np.int64)})
+  bad = good["tokens"].copy()
+  bad[1, 12] = 300  # slot 12 of unit 0 is text_in: vocabulary 260
+  with pytest.raises(ValueError, match=r"text ids in \[0, 260\) at row 1 position 12, got 300"):
+    check_batch(cfg, {**good, "tokens": bad})
+  with pytest.raises(ValueError, match=r"missing \['segment_ids'\]"):
+    check_batch(cfg, {"tokens": good["tokens"], "unit_ids": good["unit_ids"]})

@@ -1,9 +1,14 @@
-"""Host batches -> global sharded arrays (single- and multi-process)."""
+"""Host batches -> global sharded arrays (single- and multi-process), with input checks."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+
+from wan_streamer_jax import schedule
+from wan_streamer_jax.config import KINDS, Config
+
+BATCH_KEYS = ("tokens", "segment_ids", "unit_ids")
 
 
 def process_slice(global_batch_size: int) -> slice:
@@ -13,6 +18,39 @@ def process_slice(global_batch_size: int) -> slice:
     raise ValueError(f"train.batch_size={global_batch_size} must be divisible by the process count {n}")
   per = global_batch_size // n
   return slice(i * per, (i + 1) * per)
+
+
+def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
+  """Raises a ValueError naming the field, what was expected and what was received.
+
+  Expects int32 `[rows, units_per_example * tokens_per_unit]` arrays `tokens`
+  (each slot inside its kind's vocabulary), `segment_ids` (>= 0) and
+  `unit_ids` (>= 0). Runs on host numpy, before anything is compiled.
+  """
+  layout = schedule.unit_layout(cfg)
+  rows = cfg.train.batch_size if rows is None else rows
+  shape = (rows, cfg.train.units_per_example * layout.tokens_per_unit)
+  missing = [k for k in BATCH_KEYS if k not in batch]
+  if missing:
+    raise ValueError(f"batch: expected keys {BATCH_KEYS}, missing {missing} (got {sorted(batch)})")
+  for k in BATCH_KEYS:
+    a = batch[k]
+    if tuple(a.shape) != shape:
+      raise ValueError(f"batch[{k!r}]: expected shape {shape} (rows x units_per_example*tokens_per_unit="
+                       f"{cfg.train.units_per_example}*{layout.tokens_per_unit}), got {tuple(a.shape)}")
+    if a.dtype != np.int32:
+      raise ValueError(f"batch[{k!r}]: expected dtype int32, got {a.dtype}")
+  tokens = np.asarray(batch["tokens"])
+  vocab = np.array([layout.vocab_sizes[k] for k in KINDS])[layout.tile(cfg.train.units_per_example).kind]
+  bad = (tokens < 0) | (tokens >= vocab[None])
+  if bad.any():
+    r, c = np.argwhere(bad)[0]
+    kind = KINDS[layout.kind[c % layout.tokens_per_unit]]
+    raise ValueError(f"batch['tokens']: expected {kind} ids in [0, {vocab[c]}) at row {r} position {c}, "
+                     f"got {tokens[r, c]}")
+  for k in ("segment_ids", "unit_ids"):
+    if (np.asarray(batch[k]) < 0).any():
+      raise ValueError(f"batch[{k!r}]: expected values >= 0, got min {np.asarray(batch[k]).min()}")
 
 
 def to_global(local_batch: dict, shardings: dict) -> dict:
