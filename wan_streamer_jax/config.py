@@ -46,6 +46,10 @@ class VideoCodecConfig:
   kernel_t: int = 2  # causal temporal kernel (latent frames) of the residual blocks
   num_res_blocks: int = 1  # residual blocks per stage (encoder and decoder)
   upsample: str = "subpixel"  # subpixel (causal conv to s*C channels, then depth-to-time) | repeat
+  # codec training loss weights (launch/train_codec.py); no effect on the codes' format
+  l1_weight: float = 1.0
+  l2_weight: float = 1.0
+  ssim_weight: float = 0.1
 
   def __post_init__(self):
     if not isinstance(self.spatial_stride, int) or self.spatial_stride < 1 or \
@@ -68,6 +72,9 @@ class VideoCodecConfig:
       _fail("video.num_res_blocks", "an int >= 0", self.num_res_blocks)
     if self.upsample not in ("subpixel", "repeat"):
       _fail("video.upsample", "subpixel | repeat", self.upsample)
+    for name in ("l1_weight", "l2_weight", "ssim_weight"):
+      if getattr(self, name) < 0:
+        _fail(f"video.{name}", "a weight >= 0", getattr(self, name))
 
   @property
   def patch_size(self) -> int:
@@ -130,6 +137,10 @@ class AudioCodecConfig:
   dilations: tuple[int, ...] = (1,)  # one residual unit per dilation, per stage
   latent_dim: int = 32  # continuous latent the residual FSQ stages project from
   upsample: str = "subpixel"  # subpixel (causal conv to s*C channels, then depth-to-time) | repeat
+  # codec training loss weights (launch/train_codec.py); no effect on the codes' format
+  l1_weight: float = 1.0
+  stft_weight: float = 1.0
+  mel_weight: float = 1.0
 
   def __post_init__(self):
     spu = self.sample_rate * UNIT_SECONDS
@@ -151,6 +162,9 @@ class AudioCodecConfig:
       _fail("audio.latent_dim", "an int >= 1", self.latent_dim)
     if self.upsample not in ("subpixel", "repeat"):
       _fail("audio.upsample", "subpixel | repeat", self.upsample)
+    for name in ("l1_weight", "stft_weight", "mel_weight"):
+      if getattr(self, name) < 0:
+        _fail(f"audio.{name}", "a weight >= 0", getattr(self, name))
 
   @property
   def stage_channels(self) -> tuple[int, ...]:

@@ -1,0 +1,154 @@
+"""Codec training pieces: model creation, loss, sharded jitted train step, evaluation.
+
+Used by `launch/train_codec.py`. `kind` is "audio" or "video". Batches are the
+data pipeline's raw windows (`data_pipelines.pipelines.raw_pipeline`):
+audio float32 `[B, N * samples_per_unit]`, video uint8 `[B, N * 4, H, W, 3]`.
+Parameters are replicated over the mesh (the codecs are small); the batch is
+sharded over `(data, fsdp)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from wan_streamer_jax.codecs import losses, metrics
+from wan_streamer_jax.codecs.audio_codec import AudioCodec
+from wan_streamer_jax.codecs.video_codec import VideoCodec, frames_to_float
+from wan_streamer_jax.config import Config
+
+KINDS = ("audio", "video")
+BATCH_AXES = ("data", "fsdp")
+
+
+def codec_config(cfg: Config, kind: str):
+  if kind not in KINDS:
+    raise ValueError(f"codec kind: expected audio|video, got {kind!r}")
+  return cfg.audio if kind == "audio" else cfg.video
+
+
+def create_codec(cfg: Config, kind: str, seed: int = 0):
+  cls = AudioCodec if kind == "audio" else VideoCodec
+  return cls(codec_config(cfg, kind), rngs=nnx.Rngs(seed))
+
+
+def _perplexity(codes: jax.Array, size: int) -> jax.Array:
+  """codes `[..., Q]` -> `[Q]` exp(entropy) of the batch's code histogram."""
+  flat = codes.reshape(-1, codes.shape[-1])
+  p = jnp.mean(jax.nn.one_hot(flat, size, dtype=jnp.float32), axis=0)  # [Q, size]
+  return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.maximum(p, 1e-12)), 0.0), axis=-1))
+
+
+def loss_fn(kind: str, cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
+  """`(model, batch) -> (loss, metrics)` for one codec kind."""
+  if kind == "audio":
+    a = cfg.audio
+
+    def f(model, batch):
+      x = batch["audio"]
+      out = model(x)
+      loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=a.l1_weight,
+                                      stft=a.stft_weight, mel=a.mel_weight)
+      ppl = _perplexity(out["codes"], a.codebook_size)
+      return loss, {"loss": loss, **parts, **{f"perplexity/q{i}": ppl[i] for i in range(a.num_quantizers)}}
+    return f
+
+  v = cfg.video
+
+  def g(model, batch):
+    x = frames_to_float(batch["video"])
+    out = model(x)
+    loss, parts = losses.video_loss(out["recon"], x, l1=v.l1_weight, l2=v.l2_weight, ssim_weight=v.ssim_weight)
+    mse255 = jnp.mean(((out["recon"] - x) * 127.5) ** 2)
+    return loss, {"loss": loss, **parts, "psnr": 10 * jnp.log10(255.0 ** 2 / jnp.maximum(mse255, 1e-10)),
+                  "perplexity/q0": _perplexity(out["codes"][..., None], v.codebook_size)[0]}
+  return g
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def make_train_step(kind: str, cfg: Config, graphdef, tx: optax.GradientTransformation, mesh,
+                    params_abstract, opt_abstract):
+  """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)` with explicit shardings."""
+  lf = loss_fn(kind, cfg)
+  rep = replicated(mesh)
+  p_sh = jax.tree.map(lambda _: rep, params_abstract)
+  o_sh = jax.tree.map(lambda _: rep, opt_abstract)
+  key = "audio" if kind == "audio" else "video"
+
+  def step(params, opt_state, batch):
+    def objective(p):
+      return lf(nnx.merge(graphdef, p), batch)
+    (_, m), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    m["grad_norm"] = optax.global_norm(grads)
+    return params, opt_state, m
+
+  return jax.jit(step, in_shardings=(p_sh, o_sh, {key: batch_sharding(mesh)}),
+                 out_shardings=(p_sh, o_sh, rep), donate_argnums=(0, 1))
+
+
+def speech_mask(audio: np.ndarray, sample_rate: int, min_active: float = 0.3,
+                threshold: float = 0.02) -> np.ndarray:
+  """`[B, T]` -> bool `[B]`: windows whose 40 ms frames have RMS > threshold for >= min_active of them."""
+  spf = sample_rate // 25
+  frames = audio[:, : audio.shape[1] // spf * spf].reshape(audio.shape[0], -1, spf)
+  rms = np.sqrt(np.mean(frames ** 2, axis=-1))
+  return np.mean(rms > threshold, axis=-1) >= min_active
+
+
+def evaluate(kind: str, codec, batches: Iterable[dict], sample_rate: int | None = None,
+             keep_samples: int = 2) -> tuple[dict, dict]:
+  """Offline encode -> decode over `batches` (the public, validated API). Returns (metrics, samples).
+
+  Audio: SI-SNR, log-mel distance and STOI over windows that contain speech
+  (`speech_mask`), plus STOI over all windows with a non-silent reference;
+  video: PSNR (one MSE over all frames) and SSIM. Both: per-quantiser perplexity.
+  """
+  refs, recs, codes_all = [], [], []
+  for b in batches:
+    x = np.asarray(b[kind])
+    c = codec.encode(x)
+    y = np.asarray(codec.decode(c))
+    refs.append(x)
+    recs.append(y)
+    codes_all.append(np.asarray(c))
+  ref, rec, codes = np.concatenate(refs), np.concatenate(recs), np.concatenate(codes_all)
+  ccfg = codec.cfg
+  out: dict = {"windows": int(ref.shape[0])}
+  if kind == "audio":
+    sr = ccfg.sample_rate
+    sp = speech_mask(ref, sr)
+    out["speech_windows"] = int(sp.sum())
+    out["seconds"] = round(float(ref.size / sr), 2)
+    if sp.any():
+      out["stoi"] = metrics.stoi(rec[sp], ref[sp], sr)
+      out["si_snr_db"] = metrics.si_snr(rec[sp], ref[sp])
+      out["log_mel_distance"] = metrics.log_mel_distance(rec[sp], ref[sp], sr)
+    out["stoi_all_windows"] = metrics.stoi(rec, ref, sr)
+    out["bitrate_bps"] = round(ccfg.bitrate_bps, 1)
+    usage = metrics.codebook_usage(codes, ccfg.codebook_size)
+    order = np.argsort(-sp.astype(int), kind="stable")[:keep_samples]
+  else:
+    out["psnr_db"] = metrics.psnr(rec, ref)
+    out["ssim"] = metrics.ssim(rec, ref)
+    out["bitrate_bps"] = round(ccfg.bitrate_bps, 1)
+    usage = metrics.codebook_usage(codes[..., None], ccfg.codebook_size)
+    order = np.arange(min(keep_samples, ref.shape[0]))
+  out["perplexity"] = [round(p, 1) for p in usage["perplexity"]]
+  out["used_fraction"] = [round(u, 4) for u in usage["used_fraction"]]
+  samples = {"reference": ref[order], "reconstruction": rec[order]}
+  return out, samples
