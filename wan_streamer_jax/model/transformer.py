@@ -65,17 +65,21 @@ class WanStreamer(nnx.Module):
 
   # -- pieces shared with the streaming engine -------------------------------------------------
 
-  def embed_tokens(self, tokens, first_unit_slot: int = 0):
-    """tokens int32 `[batch, n * L]` (whole units) -> `[batch, seq, embed]` in compute dtype."""
+  def embed_tokens(self, tokens):
+    """tokens int32 `[batch, n * L]` (whole units) -> `[batch, seq, embed]` in compute dtype.
+
+    Each kind's table is gathered only at that kind's (static) slots; the
+    pieces are put back in sequence order by one static permutation.
+    """
     cd = jnp.dtype(self.cfg.model.compute_dtype)
     lay = self.layout.tile(tokens.shape[1] // self.layout.tokens_per_unit)
-    kind, role, level = lay.kind, lay.role, lay.level
-    x = jnp.zeros(tokens.shape + (self.cfg.model.embed_dim,), cd)
-    for i, k in enumerate(KINDS):
-      table = self.embed[k][...].astype(cd)
-      e = jnp.take(table, tokens, axis=0, mode="clip")
-      x = jnp.where(jnp.asarray(kind == i)[None, :, None], e, x)
-    x = x + self.role_embed[...].astype(cd)[role][None] + self.level_embed[...].astype(cd)[level][None]
+    pieces, order = [], []
+    for k, idx in lay.kind_indices.items():
+      pieces.append(jnp.take(self.embed[k][...].astype(cd), tokens[:, idx], axis=0, mode="clip"))
+      order.append(idx)
+    inverse = np.argsort(np.concatenate(order))
+    x = jnp.concatenate(pieces, axis=1)[:, inverse]
+    x = x + self.role_embed[...].astype(cd)[lay.role][None] + self.level_embed[...].astype(cd)[lay.level][None]
     return constrain(x, ("batch", "seq", "act_embed"))
 
   def angles(self, unit_ids):
