@@ -27,6 +27,8 @@ setup(
         "tqdm>=4.66",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
+        "pillow>=10",
+        "imageio-ffmpeg>=0.5,<1",
     ],
     extras_require={"test": ["pytest>=8", "portpicker>=1.6"]},
     entry_points={"console_scripts": [
