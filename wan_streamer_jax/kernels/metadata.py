@@ -15,7 +15,7 @@ found by binary search on the key ids (O(q_len log kv_len), no dense mask).
 From the intervals, per (query tile, key tile):  visited = some query of the
 tile sees some key of the tile; full = every query of the tile sees every key
 of the tile; partial = visited and not full (the element mask applies there
-only). Counts use difference arrays, O(q_len + n_q_tiles * n_k_tiles).
+only). Cost O(q_len * n_k_tiles) compares, once per batch.
 
 The tables are compacted per query tile into the list of key tiles to visit
 (`fwd_*`, for the forward and dq passes) and per key tile into the list of
@@ -119,17 +119,19 @@ def _search(key_seg, key_unit, seg, unit, *, right: bool):
     int32 `[batch, m]`: number of keys < target (right=False) or <= target.
   """
   n = key_seg.shape[1]
-  lo = jnp.zeros(seg.shape, jnp.int32)
-  hi = jnp.full(seg.shape, n, jnp.int32)
-  for _ in range(max(1, n.bit_length())):
+
+  def halve(_, lohi):
+    lo, hi = lohi
     mid = (lo + hi) // 2
     idx = jnp.minimum(mid, n - 1)
     ms = jnp.take_along_axis(key_seg, idx, axis=1)
     mu = jnp.take_along_axis(key_unit, idx, axis=1)
     below = (ms < seg) | ((ms == seg) & ((mu <= unit) if right else (mu < unit)))
     go = below & (lo < hi)
-    lo = jnp.where(go, mid + 1, lo)
-    hi = jnp.where(go | (lo >= hi), hi, mid)
+    return jnp.where(go, mid + 1, lo), jnp.where(go | (lo >= hi), hi, mid)
+
+  init = (jnp.zeros(seg.shape, jnp.int32), jnp.full(seg.shape, n, jnp.int32))
+  lo, _ = jax.lax.fori_loop(0, max(1, n.bit_length()), halve, init)
   return lo
 
 
@@ -160,20 +162,16 @@ def key_intervals(q_unit, kv_unit, q_segment, kv_segment, *, window_units=None, 
   return jnp.where((s == 0)[..., None], 0, out).astype(jnp.int32)
 
 
-def _range_counts(starts, ends, n_rows: int, rows_per_tile: int, n_cols: int):
-  """For each row tile, how many of its rows cover each column: `[batch, n_rows, n_cols]`.
+def _range_counts(starts, ends, rows_per_tile: int, n_cols: int):
+  """For each row tile, how many of its rows cover each column: `[batch, n_row_tiles, n_cols]`.
 
   Row r covers columns `[starts[r], ends[r])` (nothing where starts >= ends).
+  O(rows * n_cols) compares -- tiles, not tokens, along the columns.
   """
+  cols = jnp.arange(n_cols, dtype=jnp.int32)
+  cover = (starts[..., None] <= cols) & (cols < ends[..., None])  # [b, rows, n_cols]
   b, n = starts.shape
-  valid = starts < ends
-  rows = jnp.broadcast_to((jnp.arange(n) // rows_per_tile)[None], (b, n))
-  bi = jnp.broadcast_to(jnp.arange(b)[:, None], (b, n))
-  one = valid.astype(jnp.int32)
-  diff = jnp.zeros((b, n_rows, n_cols + 1), jnp.int32)
-  diff = diff.at[bi, rows, jnp.where(valid, starts, n_cols)].add(one)
-  diff = diff.at[bi, rows, jnp.where(valid, ends, n_cols)].add(-one)
-  return jnp.cumsum(diff, axis=-1)[..., :n_cols]
+  return jnp.sum(cover.reshape(b, n // rows_per_tile, rows_per_tile, n_cols), axis=2, dtype=jnp.int32)
 
 
 def tile_tables(intervals, *, block_q: int, block_k: int, n_k_tiles: int):
@@ -187,9 +185,9 @@ def tile_tables(intervals, *, block_q: int, block_k: int, n_k_tiles: int):
   for lo, hi in ((intervals[..., 0], intervals[..., 1]), (intervals[..., 2], intervals[..., 3])):
     nonempty = lo < hi
     t0, t1 = lo // block_k, (hi - 1) // block_k + 1
-    touch += _range_counts(jnp.where(nonempty, t0, 0), jnp.where(nonempty, t1, 0), nq, block_q, n_k_tiles)
+    touch += _range_counts(jnp.where(nonempty, t0, 0), jnp.where(nonempty, t1, 0), block_q, n_k_tiles)
     c0, c1 = (lo + block_k - 1) // block_k, hi // block_k
-    inside += _range_counts(c0, c1, nq, block_q, n_k_tiles)
+    inside += _range_counts(c0, c1, block_q, n_k_tiles)
   visited = touch > 0
   return visited, visited & (inside < block_q)
 

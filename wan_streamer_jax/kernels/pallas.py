@@ -28,10 +28,12 @@ class _Cfg:
   interpret: object  # False | True | pltpu.InterpretParams
 
 
-def resolve_interpret(interpret):
-  """None -> interpret on CPU (the TPU kernels under `interpret=True`), compiled elsewhere."""
+def resolve_interpret(interpret, target: str):
+  """None -> compiled where the backend runs this kernel family, interpret mode elsewhere
+  (CPU: the TPU kernels under `interpret=True`). An explicit False is trusted
+  (e.g. `jax.export` for TPU/GPU from a CPU machine)."""
   if interpret is None:
-    return jax.default_backend() == "cpu"
+    return jax.default_backend() != target
   return interpret
 
 
@@ -39,13 +41,6 @@ def check_inputs(q, target: str, interpret) -> None:
   """ValueError, naming the argument, for inputs this kernel family cannot take."""
   if interpret is not None and not isinstance(interpret, (bool, pltpu.InterpretParams)):
     raise ValueError(f"interpret: expected None, a bool or pltpu.InterpretParams, got {interpret!r}")
-  interpret = resolve_interpret(interpret)
-  backend = jax.default_backend()
-  if not interpret:
-    if target == "tpu" and backend != "tpu":
-      raise ValueError(f"pallas_target: the TPU kernels need a TPU or interpret mode; backend is {backend!r}")
-    if target == "gpu" and backend != "gpu":
-      raise ValueError(f"pallas_target: the GPU kernels need a GPU or interpret mode; backend is {backend!r}")
   if target == "gpu" and isinstance(interpret, pltpu.InterpretParams):
     raise ValueError("interpret: pltpu.InterpretParams is the TPU simulator; use True for the GPU kernels")
   d = q.shape[-1]
@@ -107,7 +102,7 @@ _attend.defvjp(_attend_fwd, _attend_bwd)
 
 def pallas_attention(st: Static, q, k, v, ids, tiles, *, target: str, interpret=None):
   """Padded inputs as for `xla.xla_attention`; `[B, Tq, H, D]` out."""
-  return _attend(_Cfg(st, target, resolve_interpret(interpret)), q, k, v, ids, tiles)
+  return _attend(_Cfg(st, target, resolve_interpret(interpret, target)), q, k, v, ids, tiles)
 
 
 def forward_with_counts(st: Static, q, k, v, ids, tiles, *, interpret=True):

@@ -99,3 +99,36 @@ def make_case(kind: str, seed: int = 0, *, batch: int = 2, length: int = 384, he
   return dict(q=f(batch, tq, heads, head_dim), k=f(batch, tk, kv_heads, head_dim),
               v=f(batch, tk, kv_heads, head_dim), q_unit=q_unit, kv_unit=kv_unit, q_segment=q_seg,
               kv_segment=kv_seg, window_units=window, sink_units=sinks)
+
+
+IDS = ("q_unit", "kv_unit", "q_segment", "kv_segment")
+
+
+def run_case(case, impl: str, dtype=np.float32, *, seed: int = 1, **kwargs):
+  """Forward and (dq, dk, dv) for a random output cotangent, under one jit.
+
+  Returns numpy float32 `(out, (dq, dk, dv))`; `kwargs` go to
+  `block_causal_attention` (tiles, interpret, pallas_target...).
+  """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from wan_streamer_jax.kernels.api import block_causal_attention  # noqa: PLC0415
+
+  def fn(q, k, v, ct, ids):
+    f = lambda q, k, v: block_causal_attention(q, k, v, **ids, window_units=case["window_units"],
+                                               sink_units=case["sink_units"], impl=impl, **kwargs)
+    out, vjp = jax.vjp(f, q, k, v)
+    return out, vjp(ct.astype(out.dtype))
+
+  ct = np.random.default_rng(seed).normal(size=case["q"].shape).astype(np.float32)
+  ids = {n: jnp.asarray(case[n]) for n in IDS}
+  out, grads = jax.jit(fn)(*(jnp.asarray(case[n], dtype) for n in "qkv"), ct, ids)
+  f32 = lambda x: np.asarray(x.astype(jnp.float32))
+  return f32(out), tuple(f32(g) for g in grads)
+
+
+def rel_err(a, b) -> float:
+  """max |a - b| / max |b|."""
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
