@@ -61,6 +61,25 @@ class UnitLayout:
   def tile(self, num_units: int) -> "TiledLayout":
     return TiledLayout(self, num_units)
 
+  def kind_groups(self, kind: str) -> list:
+    """Slices (inside one unit) of the groups of `kind`, in unit order."""
+    return [self.group_slices[g] for g in GROUPS if g.startswith(kind + "_")]
+
+  def take_kind(self, x, kind: str):
+    """`[batch, units * L, ...]` -> `[batch, units * n_kind, ...]`: the kind's slots, in sequence order.
+
+    Same order as `TiledLayout.kind_indices[kind]`, but built from static
+    slices of a `[batch, units, L, ...]` view (cheap copies, no gather/scatter).
+    """
+    import jax.numpy as jnp
+    xp = np if isinstance(x, np.ndarray) else jnp  # static numpy stays numpy under jit
+    b, s = x.shape[:2]
+    u = s // self.tokens_per_unit
+    xu = x.reshape((b, u, self.tokens_per_unit) + x.shape[2:])
+    parts = [xu[:, :, sl] for sl in self.kind_groups(kind)]
+    out = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=2)
+    return out.reshape((b, -1) + x.shape[2:])
+
   def group_size(self, group: str) -> int:
     s = self.group_slices[group]
     return s.stop - s.start

@@ -32,30 +32,29 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids):
   total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0
   metrics = {}
   for k in KINDS:
-    idx = lay.kind_indices[k]
     lg = logits[k]
     vocab = layout.vocab_sizes[k]
     lg = jnp.where(jnp.arange(lg.shape[-1]) < vocab, lg, _NEG)
-    tgt = targets[:, idx]
-    val = valid[:, idx].astype(jnp.float32)
+    tgt = layout.take_kind(targets, k)
+    val = layout.take_kind(valid, k).astype(jnp.float32)
     lse = jax.nn.logsumexp(lg, axis=-1)
     tgt_logit = jnp.take_along_axis(lg, tgt[..., None], axis=-1)[..., 0]
     ce = lse - tgt_logit
     correct = (jnp.argmax(lg, axis=-1) == tgt).astype(jnp.float32)
-    w = val * jnp.asarray(weight[idx])[None]
+    w = val * jnp.asarray(layout.take_kind(weight[None], k))
     total += jnp.sum(ce * w)
     total_w += jnp.sum(w)
     z_total += jnp.sum(jnp.square(lse) * val)
     n_total += jnp.sum(val)
-    g_of_slot = group[idx]
+    g_of_slot = layout.take_kind(group[None], k)[0]
     for gi, g in enumerate(GROUPS):
-      sel = np.asarray(g_of_slot == gi)
+      sel = (g_of_slot == gi).astype(np.float32)
       if not sel.any():
         continue
-      vg = val[:, sel]
+      vg = val * sel[None]
       n = jnp.maximum(jnp.sum(vg), 1.0)
-      metrics[f"loss/{g}"] = jnp.sum(ce[:, sel] * vg) / n
-      metrics[f"acc/{g}"] = jnp.sum(correct[:, sel] * vg) / n
+      metrics[f"loss/{g}"] = jnp.sum(ce * vg) / n
+      metrics[f"acc/{g}"] = jnp.sum(correct * vg) / n
   loss = total / jnp.maximum(total_w, 1e-9)
   z = z_total / jnp.maximum(n_total, 1.0)
   metrics["loss/z"] = z

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from wan_streamer_jax import kernels, schedule
-from wan_streamer_jax.config import KINDS, Config
+from wan_streamer_jax.config import GROUPS, KINDS, Config
 from wan_streamer_jax.model.layers import Block, RMSNorm, _param
 from wan_streamer_jax.model.rope import rope_angles
 from wan_streamer_jax.parallel.rules import constrain
@@ -68,19 +68,21 @@ class WanStreamer(nnx.Module):
   def embed_tokens(self, tokens):
     """tokens int32 `[batch, n * L]` (whole units) -> `[batch, seq, embed]` in compute dtype.
 
-    Each kind's table is gathered only at that kind's (static) slots; the
-    pieces are put back in sequence order by one static permutation.
+    Each group is looked up in its kind's table through static slices of the
+    `[batch, units, L]` view; the groups are concatenated back in unit order.
     """
     cd = jnp.dtype(self.cfg.model.compute_dtype)
-    lay = self.layout.tile(tokens.shape[1] // self.layout.tokens_per_unit)
-    pieces, order = [], []
-    for k, idx in lay.kind_indices.items():
-      pieces.append(jnp.take(self.embed[k][...].astype(cd), tokens[:, idx], axis=0, mode="clip"))
-      order.append(idx)
-    inverse = np.argsort(np.concatenate(order))
-    x = jnp.concatenate(pieces, axis=1)[:, inverse]
-    x = x + self.role_embed[...].astype(cd)[lay.role][None] + self.level_embed[...].astype(cd)[lay.level][None]
-    return constrain(x, ("batch", "seq", "act_embed"))
+    layout = self.layout
+    b, s = tokens.shape
+    lay = layout.tile(s // layout.tokens_per_unit)
+    tok_u = tokens.reshape(b, lay.num_units, layout.tokens_per_unit)
+    pieces = []
+    for g in GROUPS:
+      table = self.embed[g.split("_")[0]][...].astype(cd)
+      pieces.append(jnp.take(table, tok_u[:, :, layout.group_slices[g]], axis=0, mode="clip"))
+    x = jnp.concatenate(pieces, axis=2)
+    x = x + (self.role_embed[...].astype(cd)[layout.role] + self.level_embed[...].astype(cd)[layout.level])
+    return constrain(x.reshape(b, s, -1), ("batch", "seq", "act_embed"))
 
   def angles(self, unit_ids):
     """unit_ids int32 `[batch, seq]` -> RoPE angles `[batch, seq, head_dim // 2]`."""
@@ -91,9 +93,9 @@ class WanStreamer(nnx.Module):
                      jnp.broadcast_to(jnp.asarray(lay.w)[None], unit_ids.shape)], axis=-1)
     return rope_angles(pos, self.cfg.model.rope_sections, self.cfg.model.rope_theta)
 
-  def logits(self, x, kind: str, positions: np.ndarray):
-    """Final norm + the kind's head at static sequence `positions` -> float32 `[b, n, V_pad]`."""
-    h = self.final_norm(x[:, positions])
+  def logits(self, x, kind: str):
+    """Final norm + the kind's head at the kind's slots -> float32 `[b, n_kind, V_pad]`."""
+    h = self.final_norm(self.layout.take_kind(x, kind))
     cd = jnp.dtype(self.cfg.model.compute_dtype)
     out = jnp.einsum("bnd,dv->bnv", h, self.heads[kind][...].astype(cd),
                      preferred_element_type=jnp.float32)
@@ -147,7 +149,7 @@ class WanStreamer(nnx.Module):
                                          impl=m.attention_impl)
     x = self.embed_tokens(tokens)
     x = self.run_blocks(x, self.angles(unit_ids), ids, metadata)
-    return {k: self.logits(x, k, idx) for k, idx in lay.kind_indices.items()}
+    return {k: self.logits(x, k) for k in KINDS}
 
 
 def create_model(cfg: Config, seed: int = 0) -> WanStreamer:
