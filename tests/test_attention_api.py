@@ -65,7 +65,7 @@ def test_errors_come_before_tracing(monkeypatch):
 
 def test_metadata_mismatch_is_rejected():
   a = _args()
-  meta = prepare_attention(a["q_unit"], a["kv_unit"], impl="xla", window_units=3)
+  meta = jax.jit(lambda u: prepare_attention(u, u, impl="xla", window_units=3))(a["q_unit"])
   with pytest.raises(ValueError, match="^metadata"):
     _call(metadata=meta)  # built for window_units=3, called without a window
   with pytest.raises(ValueError, match="^metadata"):
@@ -131,3 +131,31 @@ def test_decode_matches_full_sequence_rows():
   dec = attend(q[:, last], pad(k), pad(v), q_unit=unit[:, last], kv_unit=cache_unit,
                                q_segment=seg[:, last], kv_segment=cache_seg, window_units=3, sink_units=1)
   np.testing.assert_allclose(dec, full[:, last], atol=1e-6)
+
+
+@pytest.mark.parametrize("impl, tiles", [("xla", dict(block_q=8, block_k=16)),
+                                         ("pallas", dict(block_q=128, block_k=128))])
+def test_ring_buffer_cache_under_jit_is_exact(impl, tiles):
+  """A rotated (ring-buffer) cache breaks the layout contract; traced ids cannot be
+  rejected, so those rows visit every tile with the exact mask and stay correct."""
+  rng = np.random.default_rng(1)
+  upt, slots = 8, 160  # 8 tokens per unit, a 20-unit ring holding units 10..29 rotated
+  units = np.arange(10, 30).repeat(upt)
+  kv_unit = np.stack([np.roll(units, 37), units])[:, :slots].astype(np.int32)  # row 1 keeps order
+  kv_seg = np.ones_like(kv_unit)
+  q_unit = np.full((2, upt), 29, np.int32)
+  q_seg = np.ones_like(q_unit)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, n, h, D)), jnp.float32)
+             for n, h in ((upt, H), (slots, KVH), (slots, KVH)))
+  ids = dict(q_unit=q_unit, kv_unit=kv_unit, q_segment=q_seg, kv_segment=kv_seg)
+  kw = dict(window_units=6, sink_units=0)
+  with pytest.raises(ValueError, match="^kv_unit"):  # concrete ids: rejected up front
+    prepare_attention(**ids, impl=impl, **kw)
+  meta = jax.jit(lambda i: prepare_attention(**i, impl=impl, **kw, **tiles))(ids)
+  assert int(meta.fwd_num[0].sum()) == meta.fwd_num.shape[1] * meta.fwd_tile.shape[2]  # all tiles
+  visited, _ = testing.dense_tile_tables(**ids, block_q=meta.block_q, block_k=meta.block_k, **kw)
+  assert int(meta.fwd_num[1].sum()) == visited[1].sum()  # the ordered row still skips exactly
+  got = jax.jit(lambda q, k, v, i, m: block_causal_attention(q, k, v, **i, **kw, impl=impl, metadata=m))(
+      q, k, v, ids, meta)
+  want = block_causal_attention(q, k, v, **ids, **kw, impl="reference")
+  np.testing.assert_allclose(got, want, atol=2e-6)

@@ -12,6 +12,11 @@ segment `s` and unit `t` are, in key positions, exactly
                win_start = first key with unit > t - W
 
 found by binary search on the key ids (O(q_len log kv_len), no dense mask).
+The contract buys speed, not correctness: a kv row that breaks it (only
+possible under jit, where ids cannot be checked -- e.g. a ring-buffer cache) is
+detected in O(kv_len) (`layout_ok`) and then visits every tile with the exact
+element mask. Queries need no contract (each searches the keys on its own).
+
 From the intervals, per (query tile, key tile):  visited = some query of the
 tile sees some key of the tile; full = every query of the tile sees every key
 of the tile; partial = visited and not full (the element mask applies there
@@ -135,6 +140,27 @@ def _search(key_seg, key_unit, seg, unit, *, right: bool):
   return lo
 
 
+def _sort_keys(kv_unit, kv_segment):
+  """(seg, unit) keys that are sorted when the kv layout keeps the contract.
+
+  Padding takes (previous segment, +inf) so it never falls inside an interval.
+  """
+  key_seg = jax.lax.cummax(kv_segment, axis=1)
+  return key_seg, jnp.where(kv_segment == 0, _INT_MAX, kv_unit)
+
+
+def layout_ok(kv_unit, kv_segment):
+  """bool `[batch]`: does each kv row keep the contract (so its intervals are exact)?
+
+  O(kv_len), jit-friendly: the traced counterpart of `check_layout`.
+  """
+  key_seg, key_unit = _sort_keys(kv_unit, kv_segment)
+  own = (kv_segment == 0) | (kv_segment == key_seg)  # no segment id below an earlier one
+  sorted_ = (key_seg[:, 1:] > key_seg[:, :-1]) | (
+      (key_seg[:, 1:] == key_seg[:, :-1]) & (key_unit[:, 1:] >= key_unit[:, :-1]))
+  return jnp.all(own, axis=1) & jnp.all(sorted_, axis=1)
+
+
 def key_intervals(q_unit, kv_unit, q_segment, kv_segment, *, window_units=None, sink_units=0):
   """Per-query visible key intervals (module docstring).
 
@@ -143,9 +169,7 @@ def key_intervals(q_unit, kv_unit, q_segment, kv_segment, *, window_units=None, 
     non-adjacent half-open intervals (an empty one has lo == hi); padding
     queries get two empty intervals.
   """
-  # Sorted keys: padding takes (previous segment, +inf) so it never falls inside an interval.
-  key_seg = jax.lax.cummax(kv_segment, axis=1)
-  key_unit = jnp.where(kv_segment == 0, _INT_MAX, kv_unit)
+  key_seg, key_unit = _sort_keys(kv_unit, kv_segment)
   s, t = q_segment, q_unit
   start = _search(key_seg, key_unit, s, jnp.full_like(t, _INT_MIN), right=False)
   end = _search(key_seg, key_unit, s, t, right=True)
@@ -265,6 +289,10 @@ def build_metadata(q_unit, kv_unit, q_segment, kv_segment, *, window_units, sink
   qu, qs = pad_ids(q_unit, q_segment, tq)
   iv = key_intervals(qu, kv_unit, qs, kv_segment, window_units=window_units, sink_units=sink_units)
   visited, partial = tile_tables(iv, block_q=bq, block_k=bk, n_k_tiles=tk // bk)
+  # A row that breaks the contract (only possible with traced ids, e.g. a ring-buffer
+  # KV cache) visits every tile under the exact element mask: slower, never wrong.
+  broken = ~layout_ok(kv_unit, kv_segment)[:, None, None]
+  visited, partial = visited | broken, partial | broken
   fwd = compact(visited, partial)
   bwd = compact(visited.swapaxes(1, 2), partial.swapaxes(1, 2))
   return AttentionMetadata(*fwd, *bwd, target=target, block_q=bq, block_k=bk, q_len=q_len,
