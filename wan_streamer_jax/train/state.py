@@ -64,9 +64,20 @@ def state_shardings(abstract_state: nnx.State, mesh) -> nnx.State:
       is_leaf=lambda x: isinstance(x, nnx.Variable) or isinstance(x, PartitionSpec))
 
 
-def create_train_state(cfg: Config, mesh, seed: int | None = None) -> TrainState:
+def abstract_train_state(cfg: Config, mesh, seed: int | None = None) -> TrainState:
+  """Shapes, dtypes and target shardings only (nothing allocated): the restore target."""
   seed = cfg.train.seed if seed is None else seed
   graphdef, abstract = nnx.eval_shape(lambda: _build(cfg, seed))
   shardings = state_shardings(abstract, mesh)
-  state = jax.jit(lambda: _build(cfg, seed)[1], out_shardings=shardings)()
-  return TrainState(graphdef, state, shardings)
+  abstract = jax.tree.map(
+      lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)), abstract, shardings,
+      is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return TrainState(graphdef, abstract, shardings)
+
+
+def create_train_state(cfg: Config, mesh, seed: int | None = None) -> TrainState:
+  """Initialises model + optimizer directly into their shardings (inside `jax.jit`)."""
+  seed = cfg.train.seed if seed is None else seed
+  ts = abstract_train_state(cfg, mesh, seed)
+  state = jax.jit(lambda: _build(cfg, seed)[1], out_shardings=ts.shardings)()
+  return TrainState(ts.graphdef, state, ts.shardings)
