@@ -2,6 +2,8 @@
 
 from wan_streamer_jax.kernels.api import block_causal_attention, prepare_attention
 from wan_streamer_jax.kernels.mask import visible
+from wan_streamer_jax.kernels.metadata import AttentionMetadata
 from wan_streamer_jax.kernels.reference import reference_block_causal_attention
 
-__all__ = ["block_causal_attention", "prepare_attention", "reference_block_causal_attention", "visible"]
+__all__ = ["AttentionMetadata", "block_causal_attention", "prepare_attention",
+           "reference_block_causal_attention", "visible"]
