@@ -27,65 +27,75 @@ def _median_seconds(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def matmul_peak_flops(dtype=jnp.float32, n: int = 2048, repeats: int = 5) -> float:
-  """Achievable dense matmul FLOP/s of the default device (best of a few square sizes)."""
-  best = 0.0
-  for size in (n // 2, n):
-    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
-    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
-    f = jax.jit(lambda x, y: x @ y)
-    jax.block_until_ready(f(a, b))
-    best = max(best, 2 * size ** 3 / _median_seconds(lambda: f(a, b), repeats))
-  return best
+def _peak_probe(dtype, n: int):
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  f = jax.jit(lambda x, y: x @ y)
+  jax.block_until_ready(f(a, b))
+  return lambda: 2 * n ** 3 / _median_seconds(lambda: f(a, b), 3)
 
 
-def _timed_steps(cfg: Config, steps: int):
+def matmul_peak_flops(dtype=jnp.float32, n: int = 2048) -> float:
+  """Achievable dense matmul FLOP/s of one device (best of two square sizes)."""
+  return max(_peak_probe(dtype, n // 2)(), _peak_probe(dtype, n)())
+
+
+def _setup(cfg: Config):
   mesh = make_mesh(cfg.mesh)
   ts = create_train_state(cfg, mesh)
   step = make_train_step(cfg, ts, mesh)
   shard = batch_shardings(mesh)
   batch = {k: jax.device_put(v, shard[k]) for k, v in random_token_batch(cfg, 0).items()}
-  state = ts.state
+  box = {"state": ts.state}
+
+  def one_step():
+    box["state"], m = step(box["state"], batch)
+    return m
+
   t0 = time.perf_counter()
-  state, m = step(state, batch)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m = step(state, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  return compile_s, statistics.median(times)
+  jax.block_until_ready(one_step())
+  return one_step, time.perf_counter() - t0
 
 
 def measure_units_per_second(cfg: Config, steps: int = 3) -> float:
   """Units consumed per second by the jitted train step (global batch)."""
-  _, t = _timed_steps(cfg, steps)
-  return cfg.train.batch_size * cfg.train.units_per_example / t
+  one_step, _ = _setup(cfg)
+  return cfg.train.batch_size * cfg.train.units_per_example / _median_seconds(one_step, steps)
 
 
-def run(cfg: Config) -> dict:
-  steps = 5
-  compile_s, step_s = _timed_steps(cfg, steps)
+def run(cfg: Config, rounds: int = 5) -> dict:
+  """Interleaves train steps with matmul-peak probes so that both see the same machine load.
+
+  MFU is the median over rounds of (achieved FLOP/s / peak FLOP/s measured
+  right after); the machine is shared and its load drifts.
+  """
+  one_step, compile_s = _setup(cfg)
   L = schedule.unit_layout(cfg).tokens_per_unit
   tokens = cfg.train.batch_size * cfg.train.units_per_example * L
   flops_per_token = flops.train_flops_per_token(cfg)
-  achieved = tokens * flops_per_token / step_s
   dtype = jnp.bfloat16 if cfg.model.compute_dtype == "bfloat16" else jnp.float32
-  peak = matmul_peak_flops(dtype) * jax.device_count()
-  logging.info("step %.3fs, %.3g FLOP/s, peak %.3g", step_s, achieved, peak)
+  probes = [_peak_probe(dtype, 1024), _peak_probe(dtype, 2048)]
+  step_s, peaks, ratios = [], [], []
+  for _ in range(rounds):
+    t = _median_seconds(one_step, 1)
+    peak = max(p() for p in probes) * jax.device_count()
+    step_s.append(t)
+    peaks.append(peak)
+    ratios.append(tokens * flops_per_token / t / peak)
+  t = statistics.median(step_s)
+  logging.info("steps %s, peaks %s", step_s, peaks)
   return {
       "backend": jax.default_backend(),
       "devices": jax.device_count(),
-      "step_seconds": step_s,
+      "step_seconds": t,
       "compile_seconds": compile_s,
       "tokens_per_step": tokens,
-      "tokens_per_s": tokens / step_s,
-      "units_per_s": cfg.train.batch_size * cfg.train.units_per_example / step_s,
+      "tokens_per_s": tokens / t,
+      "units_per_s": cfg.train.batch_size * cfg.train.units_per_example / t,
       "model_flops_per_token": flops_per_token,
-      "achieved_flops_per_s": achieved,
-      "matmul_peak_flops_per_s": peak,
-      "mfu": achieved / peak,
+      "achieved_flops_per_s": tokens * flops_per_token / t,
+      "matmul_peak_flops_per_s": statistics.median(peaks),
+      "mfu": statistics.median(ratios),
+      "mfu_per_round": ratios,
       "attention_impl": cfg.model.attention_impl,
   }

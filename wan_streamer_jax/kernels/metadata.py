@@ -42,7 +42,7 @@ _INT_MIN = np.iinfo(np.int32).min
 # (block_q, block_k) defaults per target. "tpu" rules also govern the CPU
 # interpret modes (same kernel); "gpu" is the Triton loop kernel; "xla" the
 # chunked jnp implementation.
-DEFAULT_TILES = {"xla": (256, 256), "tpu": (512, 512), "gpu": (64, 64)}
+DEFAULT_TILES = {"xla": (128, 128), "tpu": (512, 512), "gpu": (64, 64)}
 
 
 def _round_up(x: int, m: int) -> int:
