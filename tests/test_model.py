@@ -79,3 +79,22 @@ def test_packed_segments_are_independent():
                                       "segment_ids": jnp.ones((1, 3 * L), jnp.int32),
                                       "unit_ids": jnp.asarray(unit_ids[:, 3 * L:])})
   np.testing.assert_allclose(full[:, 3 * L:], alone, atol=2e-5)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.compute_dtype": "bfloat16", "model.remat_policy": "dots"},
+    {"model.remat_policy": "full", "model.param_dtype": "bfloat16", "model.compute_dtype": "bfloat16"},
+    {"model.remat_policy": "dots_no_batch"},
+])
+def test_dtypes_and_remat_policies_train(overrides):
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.train.state import create_train_state
+  from wan_streamer_jax.train.step import make_train_step
+  cfg = tiny_config(**overrides, **{"model.num_layers": 1})
+  mesh = make_mesh(cfg.mesh, jax.devices()[:1])
+  ts = create_train_state(cfg, mesh)
+  step = make_train_step(cfg, ts, mesh)
+  batch = random_batch(cfg, 4, 4, seed=2)
+  state, m0 = step(ts.state, batch)
+  state, m1 = step(state, batch)
+  assert np.isfinite(float(m0["loss"])) and float(m1["loss"]) < float(m0["loss"])
