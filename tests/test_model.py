@@ -98,3 +98,20 @@ def test_dtypes_and_remat_policies_train(overrides):
   state, m0 = step(ts.state, batch)
   state, m1 = step(state, batch)
   assert np.isfinite(float(m0["loss"])) and float(m1["loss"]) < float(m0["loss"])
+
+
+def test_rope_sections_are_relative_per_axis():
+  from wan_streamer_jax.model.rope import apply_rope, rope_angles, rope_tables
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
+
+  def score(pq, pk):
+    rq = apply_rope(q, rope_tables(rope_angles(jnp.asarray([[pq]], jnp.int32), (8, 4, 4), 10000.0)))
+    rk = apply_rope(k, rope_tables(rope_angles(jnp.asarray([[pk]], jnp.int32), (8, 4, 4), 10000.0)))
+    return float(jnp.sum(rq * rk))
+
+  base = score((5, 2, 1), (3, 1, 0))
+  np.testing.assert_allclose(score((9, 2, 1), (7, 1, 0)), base, rtol=1e-5)   # shift t
+  np.testing.assert_allclose(score((5, 6, 4), (3, 5, 3)), base, rtol=1e-5)   # shift h and w
+  assert abs(score((5, 3, 1), (3, 1, 0)) - base) > 1e-4                      # h difference matters

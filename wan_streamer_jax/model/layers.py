@@ -68,14 +68,14 @@ class Attention(nnx.Module):
                      (h, hd, d), ("heads", "head_dim", "embed"), pd)
     self.cfg = cfg
 
-  def project_qkv(self, x, angles):
+  def project_qkv(self, x, rope):
     """x `[b, s, d]` -> rotated q `[b, s, h, hd]`, k and v `[b, s, kvh, hd]`."""
     cd = _dtype(self.cfg.compute_dtype)
     q = jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(cd))
     k = jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(cd))
     v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(cd))
-    q = constrain(apply_rope(q, angles), ("batch", "seq", "act_heads", None))
-    k = constrain(apply_rope(k, angles), ("batch", "seq", "act_kv_heads", None))
+    q = constrain(apply_rope(q, rope), ("batch", "seq", "act_heads", None))
+    k = constrain(apply_rope(k, rope), ("batch", "seq", "act_kv_heads", None))
     v = constrain(v, ("batch", "seq", "act_kv_heads", None))
     return q, k, v
 
@@ -83,8 +83,8 @@ class Attention(nnx.Module):
     cd = _dtype(self.cfg.compute_dtype)
     return jnp.einsum("bshk,hkd->bsd", attn, self.wo[...].astype(cd))
 
-  def __call__(self, x, angles, ids, metadata):
-    q, k, v = self.project_qkv(x, angles)
+  def __call__(self, x, rope, ids, metadata):
+    q, k, v = self.project_qkv(x, rope)
     out = kernels.block_causal_attention(
         q, k, v, q_unit=ids["unit_ids"], kv_unit=ids["unit_ids"], q_segment=ids["segment_ids"],
         kv_segment=ids["segment_ids"], window_units=self.cfg.window_units,
@@ -102,8 +102,8 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, param_dtype=pd, rngs=rngs)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, angles, ids, metadata):
-    x = x + self.attn(self.attn_norm(x), angles, ids, metadata)
+  def __call__(self, x, rope, ids, metadata):
+    x = x + self.attn(self.attn_norm(x), rope, ids, metadata)
     x = constrain(x, ("batch", "seq", "act_embed"))
     x = x + self.mlp(self.mlp_norm(x))
     return constrain(x, ("batch", "seq", "act_embed"))

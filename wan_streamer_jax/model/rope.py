@@ -26,11 +26,15 @@ def rope_angles(positions, sections: tuple[int, int, int], theta: float):
   return jnp.concatenate(parts, axis=-1)
 
 
-def apply_rope(x, angles):
-  """Rotates `x` `[batch, seq, heads, head_dim]` by `angles` `[batch, seq, head_dim // 2]`."""
+def rope_tables(angles):
+  """`(cos, sin)`, each float32 `[batch, seq, 1, head_dim // 2]`: computed once, shared by all layers."""
+  return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+
+
+def apply_rope(x, tables):
+  """Rotates `x` `[batch, seq, heads, head_dim]` by `rope_tables(angles)`."""
   half = x.shape[-1] // 2
-  cos = jnp.cos(angles)[:, :, None, :]
-  sin = jnp.sin(angles)[:, :, None, :]
+  cos, sin = tables
   x1 = x[..., :half].astype(jnp.float32)
   x2 = x[..., half:].astype(jnp.float32)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)

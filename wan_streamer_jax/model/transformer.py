@@ -20,7 +20,7 @@ from flax import nnx
 from wan_streamer_jax import kernels, schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
 from wan_streamer_jax.model.layers import Block, RMSNorm, _param
-from wan_streamer_jax.model.rope import rope_angles
+from wan_streamer_jax.model.rope import rope_angles, rope_tables
 from wan_streamer_jax.parallel.rules import constrain
 
 VOCAB_PAD = 128
@@ -84,14 +84,14 @@ class WanStreamer(nnx.Module):
     x = x + (self.role_embed[...].astype(cd)[layout.role] + self.level_embed[...].astype(cd)[layout.level])
     return constrain(x.reshape(b, s, -1), ("batch", "seq", "act_embed"))
 
-  def angles(self, unit_ids):
-    """unit_ids int32 `[batch, seq]` -> RoPE angles `[batch, seq, head_dim // 2]`."""
+  def rope(self, unit_ids):
+    """unit_ids int32 `[batch, seq]` -> RoPE `(cos, sin)` tables `[batch, seq, 1, head_dim // 2]`."""
     lay = self.layout.tile(unit_ids.shape[1] // self.layout.tokens_per_unit)
     tick = jnp.asarray(np.tile(self.layout.tick, lay.num_units))
     pos = jnp.stack([unit_ids * 4 + tick[None],
                      jnp.broadcast_to(jnp.asarray(lay.h)[None], unit_ids.shape),
                      jnp.broadcast_to(jnp.asarray(lay.w)[None], unit_ids.shape)], axis=-1)
-    return rope_angles(pos, self.cfg.model.rope_sections, self.cfg.model.rope_theta)
+    return rope_tables(rope_angles(pos, self.cfg.model.rope_sections, self.cfg.model.rope_theta))
 
   def logits(self, x, kind: str):
     """Final norm + the kind's head at the kind's slots -> float32 `[b, n_kind, V_pad]`."""
@@ -101,12 +101,12 @@ class WanStreamer(nnx.Module):
                      preferred_element_type=jnp.float32)
     return constrain(out, ("batch", "seq", "act_vocab"))
 
-  def run_blocks(self, x, angles, ids, metadata):
+  def run_blocks(self, x, rope, ids, metadata):
     """The layer scan: one compiled block applied `num_layers` times."""
     policy = self.cfg.model.remat_policy
 
     def body(block, carry):
-      return block(carry, angles, ids, metadata)
+      return block(carry, rope, ids, metadata)
 
     if policy != "none":
       body = nnx.remat(body, policy=_REMAT_POLICIES[policy], prevent_cse=False)
@@ -148,7 +148,7 @@ class WanStreamer(nnx.Module):
                                          window_units=m.window_units, sink_units=m.sink_units,
                                          impl=m.attention_impl)
     x = self.embed_tokens(tokens)
-    x = self.run_blocks(x, self.angles(unit_ids), ids, metadata)
+    x = self.run_blocks(x, self.rope(unit_ids), ids, metadata)
     return {k: self.logits(x, k) for k in KINDS}
 
 
