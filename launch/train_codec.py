@@ -33,7 +33,14 @@ _SIZE = flags.DEFINE_enum("corpus_size", "small", ["tiny", "small", "full"], "Co
 _ROLE = flags.DEFINE_enum("role", "mixed", ["mixed", "user", "model"], "Which streams training windows come from.")
 _EVAL_WINDOWS = flags.DEFINE_integer("eval_windows", 64, "Held-out windows for the final evaluation.")
 _EVAL_UNITS = flags.DEFINE_integer("eval_units", 25, "Units per evaluation window (25 = 4 s).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 0, "Also evaluate (eval_windows // 4 windows) every N steps; 0 = only at the end.")
 _EVAL_ROLE = flags.DEFINE_enum("eval_role", "mixed", ["mixed", "user", "model"], "Evaluation windows' streams.")
+_OVERSAMPLE = flags.DEFINE_integer(
+    "speech_oversample", 2, "Audio: draw this many times the batch of windows and train on the most "
+    "speech-active ones (the corpus is mostly silence at any one time).")
+_CACHE = flags.DEFINE_bool("cache_streams", None, "Keep the trained codec's streams of every training "
+                            "conversation in memory after the first read (default: audio only, ~1.5 MB per "
+                            "conversation; video would take ~7 MB per 64x64 conversation).")
 _THREADS = flags.DEFINE_integer("data_threads", 1, "Grain read threads.")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Number of processes (multi-host).")
@@ -56,12 +63,15 @@ def _sources(cfg, kind: str):
     from wan_streamer_jax.codecs.synthetic import SyntheticSignalSource
     return (SyntheticSignalSource(cfg, 256, seed=0), SyntheticSignalSource(cfg, 32, seed=1))
   from data_pipelines.synthetic_builder import make_synthetic_builder
+  from wan_streamer_jax.codecs.training import StreamCache
   builder = make_synthetic_builder(cfg, _SIZE.value, data_dir=_DATA_DIR.value)
   if not builder.is_prepared():
     raise ValueError(f"no {_SIZE.value} corpus for {cfg.name} under {builder.data_dir}; build it with: "
                      f"python -m launch.make_dataset --config=<model config> --size={_SIZE.value} "
                      f"--data_dir={_DATA_DIR.value or '~/tensorflow_datasets'}")
-  return builder.as_data_source("train"), builder.as_data_source("validation")
+  train = builder.as_data_source("train")
+  cache = _CACHE.value if _CACHE.value is not None else kind == "audio"
+  return (StreamCache(train, kind) if cache else train), builder.as_data_source("validation")
 
 
 def _add_wav(tb, tag: str, wave, sample_rate: int, step: int) -> None:
@@ -122,7 +132,8 @@ def main(argv):
   train_src, val_src = _sources(cfg, kind)
   rows = process_slice(cfg.train.batch_size)
   local_bs = rows.stop - rows.start
-  data_it = iter(raw_pipeline(train_src, cfg, units=cfg.train.units_per_example, batch_size=local_bs,
+  over = max(1, _OVERSAMPLE.value) if kind == "audio" else 1
+  data_it = iter(raw_pipeline(train_src, cfg, units=cfg.train.units_per_example, batch_size=local_bs * over,
                               seed=cfg.train.seed, role=_ROLE.value, num_threads=_THREADS.value, prefetch=4))
 
   n_steps = cfg.train.num_steps
@@ -145,6 +156,14 @@ def main(argv):
         data=grain.checkpoint.CheckpointSave(data_it),
         config=ocp.args.JsonSave({"kind": kind, "config": cfg.to_dict()})), force=True)
 
+  def run_eval(params, windows):
+    codec = nnx.merge(graphdef, jax.device_get(params))
+    val_it = raw_pipeline(val_src, cfg, units=_EVAL_UNITS.value, batch_size=8, seed=1, shuffle=False,
+                          num_epochs=1, role=_EVAL_ROLE.value, process_index=0, process_count=1,
+                          drop_remainder=False)
+    batches = (b for _, b in zip(range(max(1, -(-windows // 8))), val_it))
+    return training.evaluate(kind, codec, batches)
+
   signal.signal(signal.SIGTERM, lambda *_: _STOP.update(flag=True))
   key = kind
   tb = SummaryWriter(os.path.join(workdir, "tb")) if lead else None
@@ -152,8 +171,11 @@ def main(argv):
              dynamic_ncols=True)
   t_start, t_first, step = time.perf_counter(), None, start
   for step in bar:
-    batch = next(data_it)
-    params, opt_state, m = step_fn(params, opt_state, to_global({key: batch[key]},
+    batch = next(data_it)[key]
+    if over > 1:  # keep the most speech-active windows
+      active = training.speech_activity(batch, ccfg.sample_rate)
+      batch = batch[np.sort(np.argsort(-active, kind="stable")[:local_bs])]
+    params, opt_state, m = step_fn(params, opt_state, to_global({key: batch},
                                                                  {key: training.batch_sharding(mesh)}))
     if t_first is None:
       jax.block_until_ready(m)
@@ -163,12 +185,19 @@ def main(argv):
       done = step - start
       sps = done / max(time.perf_counter() - t_first, 1e-9) if done else 0.0
       bar.set_postfix(loss=f"{host['loss']:.4f}", **({"psnr": f"{host['psnr']:.1f}"} if "psnr" in host else {}))
+      logging.info("step %d  %s  (%.2f steps/s)", step, "  ".join(f"{k} {v:.4g}" for k, v in host.items()), sps)
       if tb:
         for k, v in host.items():
           tb.add_scalar(f"train/{k}", v, step)
         tb.add_scalar("train/steps_per_s", sps, step)
     if (step + 1) % every == 0 or step == n_steps - 1:
       save(step + 1)
+    if lead and _EVAL_EVERY.value and (step + 1) % _EVAL_EVERY.value == 0 and step < n_steps - 1:
+      res, _ = run_eval(params, max(8, _EVAL_WINDOWS.value // 4))
+      logging.info("eval at step %d: %s", step + 1, json.dumps(res))
+      for k, v in res.items():
+        if isinstance(v, (int, float)):
+          tb.add_scalar(f"eval_during/{k}", v, step + 1)
     if _STOP["flag"]:
       logging.warning("SIGTERM: saving step %d and exiting", step + 1)
       save(step + 1)
@@ -180,14 +209,8 @@ def main(argv):
   if _STOP["flag"] or not lead:
     return
 
-  codec = nnx.merge(graphdef, jax.device_get(params))
-  val_it = raw_pipeline(val_src, cfg, units=_EVAL_UNITS.value, batch_size=8, seed=1, shuffle=False,
-                        num_epochs=1, role=_EVAL_ROLE.value, process_index=0, process_count=1,
-                        drop_remainder=False)
-  n_batches = max(1, -(-_EVAL_WINDOWS.value // 8))
-  batches = (b for _, b in zip(range(n_batches), val_it))
   t0 = time.perf_counter()
-  result, samples = training.evaluate(kind, codec, batches)
+  result, samples = run_eval(params, _EVAL_WINDOWS.value)
   result.update({"config": cfg.name, "kind": kind, "steps": step + 1, "steps_this_run": steps_run,
                  "train_seconds_this_run": round(train_s, 1),
                  "seconds_per_step_after_compile": round((t_end - t_first) / max(steps_run - 1, 1), 3),

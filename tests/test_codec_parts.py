@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 
 from wan_streamer_jax.codecs import losses, metrics
-from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalUpsample, depth_to_space,
-                                                 space_to_depth)
+from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalISTFTHead, CausalSTFTFrontend,
+                                                 CausalUpsample, depth_to_space, space_to_depth)
 from wan_streamer_jax.codecs.fsq import ResidualFSQ, fsq_codes_to_values, fsq_quantize
 
 
@@ -45,6 +45,27 @@ def test_causal_upsample_chunked_and_causal(mode):
   np.testing.assert_allclose(np.concatenate(ys, 1), y, atol=1e-5)
   y2, _ = up(x.at[:, 6:].set(3.0))
   np.testing.assert_array_equal(y2[:, :24], y[:, :24])
+
+
+def test_stft_frontend_and_istft_head_chunked_and_causal():
+  hop = 16
+  front, head = CausalSTFTFrontend(hop, 2), CausalISTFTHead(6, hop, 3, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(4), (2, 12 * hop, 1))
+  f, _ = front(x)
+  assert f.shape == (2, 12, hop + 1)
+  feats = jax.random.normal(jax.random.key(5), (2, 12, 6))
+  y, _ = head(feats)
+  assert y.shape == (2, 12 * hop, 1)
+  sf, sh, fs, ys = front.init_state(2), head.init_state(2), [], []
+  for a, b in ((0, 5), (5, 6), (6, 12)):
+    ff, sf = front(x[:, a * hop:b * hop], sf)
+    yy, sh = head(feats[:, a:b], sh)
+    fs.append(ff)
+    ys.append(yy)
+  np.testing.assert_allclose(np.concatenate(fs, 1), f, atol=1e-5)
+  np.testing.assert_allclose(np.concatenate(ys, 1), y, atol=1e-5)
+  np.testing.assert_array_equal(front(x.at[:, 7 * hop:].set(1.0))[0][:, :7], f[:, :7])
+  np.testing.assert_array_equal(head(feats.at[:, 7:].set(1.0))[0][:, :7 * hop], y[:, :7 * hop])
 
 
 def test_space_depth_roundtrip():

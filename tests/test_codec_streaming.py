@@ -9,8 +9,9 @@ from flax import nnx
 from wan_streamer_jax.codecs import AudioCodec, CodecState, VideoCodec, base
 from wan_streamer_jax.config import AudioCodecConfig, VideoCodecConfig
 
-AUDIO_CFG = AudioCodecConfig(sample_rate=16000, num_quantizers=2, channels=(8, 16, 16, 16),
-                             strides=(8, 5, 4, 4), latent_dim=8)
+# The default architecture (STFT front-end, 10 ms hops, 40 ms frames, iSTFT head), narrow.
+AUDIO_CFG = AudioCodecConfig(sample_rate=16000, num_quantizers=2, channels=(16, 32), strides=(160, 4),
+                             dilations=(1, 3), latent_dim=8)
 VIDEO_CFG = VideoCodecConfig(height=16, width=16, spatial_stride=8, channels=(8, 16))
 SPU = AUDIO_CFG.samples_per_unit
 

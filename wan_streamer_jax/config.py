@@ -45,6 +45,7 @@ class VideoCodecConfig:
   channels: tuple[int, ...] = (48, 96)  # width per resolution stage (first = after the patchify)
   kernel_t: int = 2  # causal temporal kernel (latent frames) of the residual blocks
   num_res_blocks: int = 1  # residual blocks per stage (encoder and decoder)
+  res_norm: bool = False  # RMS norm (per position, over channels) at the input of each residual block
   upsample: str = "subpixel"  # subpixel (causal conv to s*C channels, then depth-to-time) | repeat
   # codec training loss weights (launch/train_codec.py); no effect on the codes' format
   l1_weight: float = 1.0
@@ -131,11 +132,17 @@ class AudioCodecConfig:
   sample_rate: int = 16000
   num_quantizers: int = 2  # residual FSQ levels Q -> 4 * Q tokens per unit
   levels: tuple[int, ...] = (8, 5, 5, 5)
-  channels: tuple[int, ...] = (32, 64, 128, 256)  # width after each downsampling stage
-  strides: tuple[int, ...] = (8, 5, 4, 4)  # product == samples_per_frame
+  channels: tuple[int, ...] = (192, 384)  # width after each downsampling stage
+  strides: tuple[int, ...] = (160, 4)  # product == samples_per_frame (10 ms hops, then 40 ms frames)
   kernel_t: int = 3  # residual-unit causal kernel
-  dilations: tuple[int, ...] = (1,)  # one residual unit per dilation, per stage
+  dilations: tuple[int, ...] = (1, 3)  # one residual unit per dilation, per stage
   latent_dim: int = 32  # continuous latent the residual FSQ stages project from
+  res_norm: bool = False  # RMS norm (per position, over channels) at the input of each residual unit
+  frontend: str = "stft"  # encoder input: stft (causal log-magnitude STFT, hop strides[0],
+  #                          n_fft = fft_overlap * strides[0]) | conv (a learned strided causal conv)
+  head: str = "istft"  # decoder output: istft (log-magnitude + phase, causal inverse STFT, same sizes)
+  #                      | conv (a causal upsampling conv by strides[0])
+  fft_overlap: int = 2
   upsample: str = "subpixel"  # subpixel (causal conv to s*C channels, then depth-to-time) | repeat
   # codec training loss weights (launch/train_codec.py); no effect on the codes' format
   l1_weight: float = 1.0
@@ -162,6 +169,12 @@ class AudioCodecConfig:
       _fail("audio.latent_dim", "an int >= 1", self.latent_dim)
     if self.upsample not in ("subpixel", "repeat"):
       _fail("audio.upsample", "subpixel | repeat", self.upsample)
+    if self.head not in ("istft", "conv"):
+      _fail("audio.head", "istft | conv", self.head)
+    if self.frontend not in ("stft", "conv"):
+      _fail("audio.frontend", "stft | conv", self.frontend)
+    if self.fft_overlap < 1:
+      _fail("audio.fft_overlap", "an int >= 1", self.fft_overlap)
     for name in ("l1_weight", "stft_weight", "mel_weight"):
       if getattr(self, name) < 0:
         _fail(f"audio.{name}", "a weight >= 0", getattr(self, name))

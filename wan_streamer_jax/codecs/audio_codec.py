@@ -6,10 +6,14 @@ unit. Every layer is causal along time (`causal_conv.py`): the codes of frame
 `n` on codes up to frame `n`. Nothing looks ahead, so streaming one unit at a
 time with the carried state equals the offline call.
 
-    encoder: for each stride s_i: causal strided conv (kernel 2*s_i) -> residual units
-             -> causal conv to `latent_dim` -> residual FSQ (Q stages of `levels`)
+    encoder: causal log-magnitude STFT (hop s_0; `frontend="stft"`) + 1x1 conv, or a learned
+             causal strided conv (kernel 2*s_0); then per further stride s_i: causal strided conv
+             (kernel 2*s_i); residual units after each -> causal conv to `latent_dim`
+             -> residual FSQ (Q stages of `levels`)
     decoder: causal conv from `latent_dim` -> for each stage in reverse: residual units
-             -> causal upsample by s_i (subpixel, kernel 2 = transposed conv with overlap)
+             -> causal upsample by s_i (subpixel, kernel 2 = transposed conv with overlap); the
+             last stage is a causal inverse STFT head (`head="istft"`: log-magnitude + phase)
+             or a causal upsampling conv (`head="conv"`)
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from flax import nnx
 
 from wan_streamer_jax.codecs.base import (CodecState, StreamingCodec, check_dtype, check_finite,
                                           check_int_codes)
-from wan_streamer_jax.codecs.causal_conv import CausalConv, CausalUpsample, ResBlock
+from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalISTFTHead, CausalSTFTFrontend,
+                                                 CausalUpsample, ResBlock)
 from wan_streamer_jax.codecs.fsq import ResidualFSQ
 from wan_streamer_jax.config import AudioCodecConfig
 
@@ -33,19 +38,26 @@ class AudioEncoder(nnx.Module):
     self.downs = nnx.List()
     self.blocks = nnx.List()
     cin = 1
-    for s, c in zip(cfg.strides, chans):
-      self.downs.append(CausalConv(cin, c, 2 * s, stride=s, rngs=rngs))
-      self.blocks.append(nnx.List([ResBlock(c, cfg.kernel_t, dilation=d, rngs=rngs) for d in cfg.dilations]))
+    self.frontend = CausalSTFTFrontend(cfg.strides[0], cfg.fft_overlap) if cfg.frontend == "stft" else None
+    for i, (s, c) in enumerate(zip(cfg.strides, chans)):
+      if i == 0 and self.frontend is not None:  # log-magnitude frames -> C0 (1x1)
+        self.downs.append(CausalConv(self.frontend.bins, c, 1, rngs=rngs))
+      else:
+        self.downs.append(CausalConv(cin, c, 2 * s, stride=s, rngs=rngs))
+      self.blocks.append(nnx.List([ResBlock(c, cfg.kernel_t, dilation=d, norm=cfg.res_norm, rngs=rngs) for d in cfg.dilations]))
       cin = c
     self.out = CausalConv(cin, cfg.latent_dim, cfg.kernel_t, rngs=rngs)
 
   def init_state(self, batch: int):
-    return {"downs": [d.init_state(batch) for d in self.downs],
+    return {"frontend": self.frontend.init_state(batch) if self.frontend is not None else None,
+            "downs": [d.init_state(batch) for d in self.downs],
             "blocks": [[b.init_state(batch) for b in stage] for stage in self.blocks],
             "out": self.out.init_state(batch)}
 
   def __call__(self, x, state):
-    new = {"downs": [], "blocks": [], "out": None}
+    new = {"frontend": None, "downs": [], "blocks": [], "out": None}
+    if self.frontend is not None:
+      x, new["frontend"] = self.frontend(x, state["frontend"])
     for i, (down, stage) in enumerate(zip(self.downs, self.blocks)):
       x, s = down(x if i == 0 else jax.nn.silu(x), state["downs"][i])
       new["downs"].append(s)
@@ -68,9 +80,13 @@ class AudioDecoder(nnx.Module):
     self.ups = nnx.List()
     for i in reversed(range(len(cfg.strides))):
       c_out = chans[i - 1] if i > 0 else 1
-      self.blocks.append(nnx.List([ResBlock(chans[i], cfg.kernel_t, dilation=d, rngs=rngs)
+      self.blocks.append(nnx.List([ResBlock(chans[i], cfg.kernel_t, dilation=d, norm=cfg.res_norm, rngs=rngs)
                                    for d in cfg.dilations]))
-      self.ups.append(CausalUpsample(chans[i], c_out, cfg.strides[i], 2, mode=cfg.upsample, rngs=rngs))
+      if i == 0 and cfg.head == "istft":
+        self.ups.append(CausalISTFTHead(chans[0], cfg.strides[0], cfg.fft_overlap, rngs=rngs))
+      else:
+        self.ups.append(CausalUpsample(chans[i], c_out, cfg.strides[i], 2, mode=cfg.upsample,
+                                       init_scale=1.4 if i > 0 else 0.1, rngs=rngs))  # waveform starts quiet
 
   def init_state(self, batch: int):
     return {"inp": self.inp.init_state(batch),

@@ -49,7 +49,15 @@ def normal_init(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array
 
 
 def _time_taps(xp: jax.Array, kernel_t: int, dilation: int, stride: int, t_out: int) -> jax.Array:
-  """[B, P+T, *S, C] -> [B, t_out, *S, k*C]: tap j of output n is xp[n*s + j*d]."""
+  """[B, P+T, *S, C] -> [B, t_out, *S, k*C]: tap j of output n is xp[n*s + j*d] (tap-major, C-minor)."""
+  if stride > 1 and dilation == 1 and kernel_t % stride == 0 and xp.shape[1] % stride == 0:
+    # Large strided kernels (e.g. 320 taps at stride 160): gather whole stride blocks, not taps.
+    b, n = xp.shape[:2]
+    rest = xp.shape[2:]
+    blocks = xp.reshape(b, n // stride, stride, *rest)  # [B, N, s, *S, C]
+    cols = jnp.concatenate([blocks[:, j:j + t_out] for j in range(kernel_t // stride)], axis=2)
+    cols = jnp.moveaxis(cols, 2, -2)  # [B, t_out, *S, k, C]
+    return cols.reshape(b, t_out, *rest[:-1], kernel_t * rest[-1])
   taps = [jax.lax.slice_in_dim(xp, j * dilation, j * dilation + (t_out - 1) * stride + 1,
                                stride=stride, axis=1) for j in range(kernel_t)]
   return taps[0] if kernel_t == 1 else jnp.concatenate(taps, axis=-1)
@@ -59,7 +67,7 @@ class CausalConv(nnx.Module):
   """Causal conv over time (+ optional 'SAME' 2-D spatial kernel). Shapes in the module doc."""
 
   def __init__(self, in_ch: int, out_ch: int, kernel_t: int, *, stride: int = 1, dilation: int = 1,
-               kernel_s: int = 0, spatial: tuple[int, ...] = (), init_scale: float = 1.0,
+               kernel_s: int = 0, spatial: tuple[int, ...] = (), init_scale: float = 1.4,
                rngs: nnx.Rngs):
     if kernel_t < 1 or stride < 1 or dilation < 1:
       raise ValueError(f"CausalConv: expected kernel_t, stride, dilation >= 1, got {kernel_t}, {stride}, {dilation}")
@@ -109,14 +117,16 @@ class CausalUpsample(nnx.Module):
   """Time upsampling by `stride` with no look-ahead: `[B, T, *S, Cin] -> [B, T*s, *S, Cout]`."""
 
   def __init__(self, in_ch: int, out_ch: int, stride: int, kernel_t: int, *, mode: str = "subpixel",
-               kernel_s: int = 0, spatial: tuple[int, ...] = (), rngs: nnx.Rngs):
+               kernel_s: int = 0, spatial: tuple[int, ...] = (), init_scale: float = 1.4, rngs: nnx.Rngs):
     if mode not in ("subpixel", "repeat"):
       raise ValueError(f"CausalUpsample: expected mode subpixel|repeat, got {mode!r}")
     self.stride, self.mode, self.out_ch = stride, mode, out_ch
     if mode == "subpixel":
-      self.conv = CausalConv(in_ch, out_ch * stride, kernel_t, kernel_s=kernel_s, spatial=spatial, rngs=rngs)
+      self.conv = CausalConv(in_ch, out_ch * stride, kernel_t, kernel_s=kernel_s, spatial=spatial,
+                             init_scale=init_scale, rngs=rngs)
     else:
-      self.conv = CausalConv(in_ch, out_ch, kernel_t * stride, kernel_s=kernel_s, spatial=spatial, rngs=rngs)
+      self.conv = CausalConv(in_ch, out_ch, kernel_t * stride, kernel_s=kernel_s, spatial=spatial,
+                             init_scale=init_scale, rngs=rngs)
 
   def init_state(self, batch: int) -> jax.Array:
     return self.conv.init_state(batch)
@@ -132,18 +142,26 @@ class CausalUpsample(nnx.Module):
 
 
 class ResBlock(nnx.Module):
-  """`x + W2 silu(CausalConv(silu(x)))`; state = the causal conv's. `[B, T, *S, C]` in and out."""
+  """`x + W2 silu(CausalConv(silu(norm(x))))`; state = the causal conv's. `[B, T, *S, C]` in and out.
+
+  `norm=True` applies an RMS norm over channels at each position (learned gain): per position, so
+  it is causal and streaming-exact.
+  """
 
   def __init__(self, ch: int, kernel_t: int, *, dilation: int = 1, kernel_s: int = 0,
-               spatial: tuple[int, ...] = (), rngs: nnx.Rngs):
+               spatial: tuple[int, ...] = (), norm: bool = False, rngs: nnx.Rngs):
     self.conv1 = CausalConv(ch, ch, kernel_t, dilation=dilation, kernel_s=kernel_s, spatial=spatial, rngs=rngs)
     self.conv2 = CausalConv(ch, ch, 1, init_scale=0.1, rngs=rngs)
+    self.scale = nnx.Param(jnp.ones((ch,), jnp.float32)) if norm else None
 
   def init_state(self, batch: int) -> jax.Array:
     return self.conv1.init_state(batch)
 
   def __call__(self, x: jax.Array, state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    h, new_state = self.conv1(jax.nn.silu(x), state)
+    h = x
+    if self.scale is not None:
+      h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + 1e-6) * self.scale[...]
+    h, new_state = self.conv1(jax.nn.silu(h), state)
     h, _ = self.conv2(jax.nn.silu(h))
     return x + h, new_state
 
@@ -166,3 +184,74 @@ def depth_to_space(x: jax.Array, p: int) -> jax.Array:
   x = x.reshape(*lead, h, w, p, p, c // (p * p))
   x = jnp.moveaxis(x, -3, -4)  # [..., h, p, w, p, C]
   return x.reshape(*lead, h * p, w * p, c // (p * p))
+
+
+class CausalSTFTFrontend(nnx.Module):
+  """Waveform `[B, T, 1]` -> causal log-magnitude STFT `[B, T / hop, n_fft // 2 + 1]`.
+
+  Frame `t` is the Hann-windowed last `n_fft = overlap * hop` samples ending at hop `t`'s end (a
+  fixed strided causal conv; state: the last `n_fft - hop` samples). Features are
+  `log(|X| + 1e-3)`. Giving the encoder spectral envelopes directly (instead of learning a
+  filterbank from the raw waveform) made the codec learn several times faster on CPU.
+  """
+
+  def __init__(self, hop: int, overlap: int = 2):
+    self.hop, self.n_fft = hop, hop * overlap
+    self.bins = self.n_fft // 2 + 1
+
+  @property
+  def state_len(self) -> int:
+    return self.n_fft - self.hop
+
+  def init_state(self, batch: int) -> jax.Array:
+    return jnp.zeros((batch, self.state_len, 1), jnp.float32)
+
+  def __call__(self, x: jax.Array, state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    b, t = x.shape[:2]
+    if t % self.hop:
+      raise ValueError(f"CausalSTFTFrontend: expected a time length that is a multiple of hop={self.hop}, got {t}")
+    if state is None:
+      state = self.init_state(b)
+    xp = jnp.concatenate([state.astype(x.dtype), x], axis=1)
+    frames = _time_taps(xp, self.n_fft, 1, self.hop, t // self.hop)  # [B, T/hop, n_fft]
+    window = 0.5 - 0.5 * jnp.cos(2 * jnp.pi * jnp.arange(self.n_fft) / self.n_fft)
+    spec = jnp.fft.rfft(frames * window, axis=-1)
+    mag = jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + 1e-12)
+    return jnp.log(mag + 1e-3), xp[:, xp.shape[1] - self.state_len:]
+
+
+class CausalISTFTHead(nnx.Module):
+  """Features at hop rate `[B, T, C]` -> waveform `[B, T * hop, 1]` through a causal inverse STFT.
+
+  Per step a 1x1 projection gives a log-magnitude and a phase for the `n_fft // 2 + 1` bins of a
+  frame of `n_fft = overlap * hop` samples; the frame is `irfft`-ed, Hann-windowed and overlap-added
+  *forward*: frame `t` covers output hops `t .. t + overlap - 1`, so output hop `t` is final once
+  frame `t` exists (no look-ahead). State: the last `overlap - 1` windowed frames, zero-initialised.
+  Parametrising magnitudes directly (Vocos-style) makes the spectral losses near-regressions,
+  which trained much faster than a learned linear synthesis in our CPU runs.
+  """
+
+  def __init__(self, ch: int, hop: int, overlap: int = 2, *, rngs: nnx.Rngs):
+    if overlap < 1:
+      raise ValueError(f"CausalISTFTHead: expected overlap >= 1, got {overlap}")
+    self.hop, self.overlap, self.n_fft = hop, overlap, hop * overlap
+    self.bins = self.n_fft // 2 + 1
+    self.proj = CausalConv(ch, 2 * self.bins, 1, init_scale=0.1, rngs=rngs)
+    self.proj.bias[...] = jnp.concatenate([jnp.full((self.bins,), -4.0), jnp.zeros((self.bins,))])
+
+  def init_state(self, batch: int) -> jax.Array:
+    return jnp.zeros((batch, self.overlap - 1, self.n_fft), jnp.float32)
+
+  def __call__(self, x: jax.Array, state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    b, t = x.shape[:2]
+    if state is None:
+      state = self.init_state(b)
+    h, _ = self.proj(x)
+    log_mag, phase = jnp.minimum(h[..., :self.bins], 8.0), h[..., self.bins:]
+    spec = jnp.exp(log_mag) * jax.lax.complex(jnp.cos(phase), jnp.sin(phase))
+    window = 0.5 - 0.5 * jnp.cos(2 * jnp.pi * jnp.arange(self.n_fft) / self.n_fft)  # periodic Hann
+    frames = jnp.fft.irfft(spec, n=self.n_fft, axis=-1) * window  # [B, T, n_fft]
+    fp = jnp.concatenate([state.astype(frames.dtype), frames], axis=1)  # [B, K-1+T, n_fft]
+    k = self.overlap
+    y = sum(fp[:, k - 1 - j:k - 1 - j + t, j * self.hop:(j + 1) * self.hop] for j in range(k))
+    return y.reshape(b, t * self.hop, 1), fp[:, fp.shape[1] - (k - 1):]

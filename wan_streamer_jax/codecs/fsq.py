@@ -6,9 +6,12 @@ straight-through estimator (identity gradient); there is no codebook and no
 commitment loss. A code is the mixed-radix index of the D digits:
 `code = sum_i digit_i * prod(levels[:i])`, in `[0, prod(levels))`.
 
-`ResidualFSQ` quantises a `latent_dim` latent with `Q` stages: stage `i`
-projects the current residual to D channels, quantises it, projects back and
-subtracts it (coarse to fine). The decoded latent is the sum of the stages.
+`ResidualFSQ` quantises a `latent_dim` latent with `Q` stages: the latent is
+first RMS-normalised per position (learned gain), then stage `i` projects the
+current residual to D channels, quantises it, projects back and subtracts it
+(coarse to fine). The decoded latent is the sum of the stages. The norm keeps
+the encoder from inflating its latent until every tanh bound saturates (which
+collapsed the codebooks to a few corner codes in early runs).
 Ids outside `[0, codebook_size)` (e.g. a stream's MISSING id) decode to a zero
 contribution, so a missing frame is a neutral latent, not an arbitrary code.
 """
@@ -75,8 +78,10 @@ class ResidualFSQ(nnx.Module):
     self.b_in = nnx.Param(jnp.zeros((num_quantizers, d)))
     self.w_out = nnx.Param(normal_init(k2, (num_quantizers, d, latent_dim), 1 / math.sqrt(d)))
     self.b_out = nnx.Param(jnp.zeros((num_quantizers, latent_dim)))
+    self.gain = nnx.Param(jnp.ones((latent_dim,)))
 
   def __call__(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    z = z * jax.lax.rsqrt(jnp.mean(z * z, axis=-1, keepdims=True) + 1e-6) * self.gain[...]
     residual = z
     out = jnp.zeros_like(z)
     codes = []

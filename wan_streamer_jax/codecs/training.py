@@ -101,13 +101,17 @@ def make_train_step(kind: str, cfg: Config, graphdef, tx: optax.GradientTransfor
                  out_shardings=(p_sh, o_sh, rep), donate_argnums=(0, 1))
 
 
+def speech_activity(audio: np.ndarray, sample_rate: int, threshold: float = 0.02) -> np.ndarray:
+  """`[B, T]` -> `[B]` fraction of 40 ms frames with RMS > threshold (speech, not mic noise)."""
+  spf = sample_rate // 25
+  frames = np.asarray(audio)[:, : audio.shape[1] // spf * spf].reshape(audio.shape[0], -1, spf)
+  return np.mean(np.sqrt(np.mean(frames ** 2, axis=-1)) > threshold, axis=-1)
+
+
 def speech_mask(audio: np.ndarray, sample_rate: int, min_active: float = 0.3,
                 threshold: float = 0.02) -> np.ndarray:
-  """`[B, T]` -> bool `[B]`: windows whose 40 ms frames have RMS > threshold for >= min_active of them."""
-  spf = sample_rate // 25
-  frames = audio[:, : audio.shape[1] // spf * spf].reshape(audio.shape[0], -1, spf)
-  rms = np.sqrt(np.mean(frames ** 2, axis=-1))
-  return np.mean(rms > threshold, axis=-1) >= min_active
+  """`[B, T]` -> bool `[B]`: windows with speech in at least `min_active` of their 40 ms frames."""
+  return speech_activity(audio, sample_rate, threshold) >= min_active
 
 
 def evaluate(kind: str, codec, batches: Iterable[dict], sample_rate: int | None = None,
@@ -152,3 +156,53 @@ def evaluate(kind: str, codec, batches: Iterable[dict], sample_rate: int | None 
   out["used_fraction"] = [round(u, 4) for u in usage["used_fraction"]]
   samples = {"reference": ref[order], "reconstruction": rec[order]}
   return out, samples
+
+
+def load_codec(workdir: str, step: int | None = None):
+  """Trained codec from a `launch/train_codec.py` run directory -> (codec, kind, step)."""
+  import os
+  import orbax.checkpoint as ocp
+  mgr = ocp.CheckpointManager(os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints"))
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    raise ValueError(f"load_codec: expected checkpoints under {workdir}/checkpoints, found none")
+  meta = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+  cfg, kind = Config.from_dict(meta["config"]), meta["kind"]
+  codec = create_codec(cfg, kind)
+  _, params = nnx.split(codec)
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), params)
+  restored = mgr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+  nnx.update(codec, restored)
+  mgr.close()
+  return codec, kind, step
+
+
+class StreamCache:
+  """Random-access wrapper of a corpus source that keeps only one codec's streams, decoded once.
+
+  The raw-window head (`data_pipelines.pipelines.RawWindow`) reads both audio and video of a
+  conversation; decoding a whole conversation's zlib video to cut one audio window dominated
+  the audio codec's step time. This wrapper decodes each conversation once, keeps `kind`'s
+  streams in memory and hands the head a `[frames, 1, 1, 3]` placeholder for the other kind
+  (audio: `[1]`-sample placeholders are not needed, audio is small and kept).
+  """
+
+  def __init__(self, source, kind: str):
+    self.source, self.kind, self._cache = source, kind, {}
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    index = int(index)
+    if index not in self._cache:
+      ex = self.source[index]
+      keep = {k: ex[k] for k in ("num_units", "user_camera_on", "user_audio", "model_audio")}
+      if self.kind == "video":
+        keep.update(user_video=ex["user_video"], model_video=ex["model_video"])
+      else:
+        n = int(ex["num_units"]) * 4
+        keep.update(user_video=np.zeros((n, 1, 1, 3), np.uint8), model_video=np.zeros((n, 1, 1, 3), np.uint8))
+      self._cache[index] = keep
+    return self._cache[index]

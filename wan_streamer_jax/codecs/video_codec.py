@@ -53,7 +53,7 @@ class VideoEncoder(nnx.Module):
       else:
         stem = CausalConv(4 * ch[i - 1], c, 1, kernel_s=3, spatial=sizes[i], rngs=rngs)
       self.stems.append(stem)
-      self.blocks.append(nnx.List([ResBlock(c, cfg.kernel_t, kernel_s=3, spatial=sizes[i], rngs=rngs)
+      self.blocks.append(nnx.List([ResBlock(c, cfg.kernel_t, kernel_s=3, spatial=sizes[i], norm=cfg.res_norm, rngs=rngs)
                                    for _ in range(cfg.num_res_blocks)]))
     self.out = CausalConv(ch[-1], cfg.latent_dim, 1, rngs=rngs)
 
@@ -87,7 +87,7 @@ class VideoDecoder(nnx.Module):
     self.blocks = nnx.List()
     self.ups = nnx.List()
     for i in reversed(range(n)):
-      self.blocks.append(nnx.List([ResBlock(ch[i], cfg.kernel_t, kernel_s=3, spatial=sizes[i], rngs=rngs)
+      self.blocks.append(nnx.List([ResBlock(ch[i], cfg.kernel_t, kernel_s=3, spatial=sizes[i], norm=cfg.res_norm, rngs=rngs)
                                    for _ in range(cfg.num_res_blocks)]))
       if i > 0:
         self.ups.append(CausalConv(ch[i], 4 * ch[i - 1], 1, kernel_s=3, spatial=sizes[i], rngs=rngs))
