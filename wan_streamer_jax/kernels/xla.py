@@ -1,12 +1,14 @@
 """Chunked block-causal attention in plain jnp/lax (`impl="xla"`, the CPU default).
 
-Forward: for each query chunk (a `lax.map` over chunks), a `while` loop over
-exactly the key chunks listed in the metadata (`fwd_tile`, `fwd_num`), with a
-flash-style online softmax; the element mask is computed only when some row
-of the batch is on a partially visible chunk. Backward (`jax.custom_vjp`): for
-each key chunk, a loop over exactly the query chunks that see it (`bwd_*`),
-accumulating dk/dv for the chunk and adding dq into the full dq carry -- one
-recomputation of the probabilities for all three gradients.
+The batch shares one tile list (the union of its rows' lists from the
+metadata; rows of a training batch have near-identical layouts), so chunks
+are plain dynamic slices: no per-row gathers or scatters. Forward: for each
+query chunk (a `lax.map` over chunks), a `while` loop over exactly the listed
+key chunks, with a flash-style online softmax; the exact element mask is
+computed only on chunks some row sees partially (or not at all). Backward
+(`jax.custom_vjp`): for each key chunk, a loop over the query chunks that see
+it, accumulating dk/dv for the chunk and adding dq into the full dq carry --
+one recomputation of the probabilities for all three gradients.
 
 GQA: q is viewed as `[batch, len, kv_heads, group, head_dim]`; k/v are never
 repeated. Scores, softmax statistics and accumulators are float32; matmul
@@ -24,6 +26,7 @@ import numpy as np
 from jax import lax
 
 from wan_streamer_jax.kernels.mask import visible_broadcast
+from wan_streamer_jax.kernels.metadata import compact
 
 MASK_VALUE = -1e30  # large finite negative: masked scores; never -inf (NaN-free padding rows)
 EMPTY_LSE = 1e30  # logsumexp of a row that sees no key: exp(s - EMPTY_LSE) == 0
@@ -45,17 +48,23 @@ def _einsum(spec, a, b):
   return jnp.einsum(spec, a, b, precision=prec, preferred_element_type=F32)
 
 
-def _rows(x, start, size):
-  """Per-batch-row dynamic slice: x `[b, T, ...]`, start int32 `[b]` -> `[b, size, ...]`."""
-  return jax.vmap(lambda xb, s: lax.dynamic_slice_in_dim(xb, s, size, 0))(x, start)
+def _batch_union(tile, needs, num):
+  """Per-row tile lists `[b, rows, cols]` -> one list for the whole batch: `[rows, cols]`, `[rows]`.
 
-
-def _add_rows(x, start, upd):
-  """x[b, start[b]:start[b]+n] += upd[b] for each batch row."""
-  def one(xb, s, ub):
-    cur = lax.dynamic_slice_in_dim(xb, s, ub.shape[0], 0)
-    return lax.dynamic_update_slice_in_dim(xb, cur + ub, s, 0)
-  return jax.vmap(one)(x, start, upd)
+  A tile is visited if any row visits it; it needs the element mask if any row
+  masks it or some row skips it (the exact mask keeps every row exact). One
+  list for all rows turns the per-row gathers/scatters of k, v, q and dq into
+  plain dynamic slices, which is what makes this path fast on CPU.
+  """
+  n = tile.shape[-1]
+  active = jnp.arange(n, dtype=jnp.int32) < num[..., None]                       # [b, r, c]
+  hit = jax.nn.one_hot(tile, n, dtype=jnp.int32) * active[..., None]            # [b, r, c, n]
+  visited_rows = jnp.sum(hit, axis=2) > 0                                       # [b, r, n]
+  masked_rows = jnp.sum(hit * needs[..., None], axis=2) > 0
+  visited = jnp.any(visited_rows, axis=0)
+  partial = jnp.any(masked_rows, axis=0) | (visited & ~jnp.all(visited_rows, axis=0))
+  t, m, k = compact(visited[None], partial[None])
+  return t[0], m[0], k[0]
 
 
 def _chunks(x, n):
@@ -87,14 +96,14 @@ def _forward(st: Static, q, k, v, ids, tiles):
   g, nq = h // kvh, tq // st.block_q
 
   def chunk(xs):
-    qc, qu_c, qs_c, tile, needs, num = xs  # qc [b, cq, kvh, g, d]
+    qc, qu_c, qs_c, tile, needs, num = xs  # qc [b, cq, kvh, g, d]; tile [nk], num scalar
 
     def step(s, carry):
       m, l, acc = carry
-      start = tile[:, s] * bk
-      kc, vc = _rows(k, start, bk), _rows(v, start, bk)
+      start = tile[s] * bk
+      kc, vc = lax.dynamic_slice_in_dim(k, start, bk, 1), lax.dynamic_slice_in_dim(v, start, bk, 1)
       logits = _einsum("bqkgd,bskd->bkgqs", qc, kc) * st.scale
-      active = s < num
+      active = jnp.ones((b,), bool)  # the loop runs over the batch's list only
 
       def update(mask):
         x = logits if mask is None else jnp.where(mask, logits, MASK_VALUE)
@@ -107,13 +116,14 @@ def _forward(st: Static, q, k, v, ids, tiles):
         return m_new, alpha * l + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv
 
       def masked():
-        return update(_tile_mask(st, qu_c, qs_c, _rows(ku, start, bk), _rows(ks, start, bk), active))
+        return update(_tile_mask(st, qu_c, qs_c, lax.dynamic_slice_in_dim(ku, start, bk, 1),
+                                 lax.dynamic_slice_in_dim(ks, start, bk, 1), active))
 
-      return lax.cond(jnp.any((needs[:, s] != 0) | ~active), masked, lambda: update(None))
+      return lax.cond(needs[s] != 0, masked, lambda: update(None))
 
     init = (jnp.full((b, kvh, g, st.block_q), -jnp.inf, F32), jnp.zeros((b, kvh, g, st.block_q), F32),
             jnp.zeros((b, kvh, g, st.block_q, d), F32))
-    m, l, acc = lax.fori_loop(0, jnp.max(num), step, init)
+    m, l, acc = lax.fori_loop(0, num, step, init)
     seen = l > 0
     out = acc / jnp.where(seen, l, 1.0)[..., None]
     lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), EMPTY_LSE)
@@ -121,8 +131,8 @@ def _forward(st: Static, q, k, v, ids, tiles):
     out = jnp.moveaxis(out, 3, 1).reshape(b, st.block_q, h, d).astype(q.dtype)
     return out, jnp.moveaxis(lse, 3, 1).reshape(b, st.block_q, h)
 
-  xs = (_chunks(_group(q, kvh), nq), _chunks(qu, nq), _chunks(qs, nq), fwd_tile.swapaxes(0, 1),
-        fwd_mask.swapaxes(0, 1), fwd_num.swapaxes(0, 1))
+  xs = (_chunks(_group(q, kvh), nq), _chunks(qu, nq), _chunks(qs, nq),
+        *_batch_union(fwd_tile, fwd_mask, fwd_num))
   out, lse = lax.map(chunk, xs)
   return _unchunk(out), _unchunk(lse)
 
@@ -140,32 +150,34 @@ def _backward(st: Static, q, k, v, ids, tiles, out, lse, dout):
 
     def step(s, carry):
       dq, dk, dv = carry
-      start = tile[:, s] * bq
-      qc, doc = _group(_rows(q, start, bq), kvh), _group(_rows(dout, start, bq), kvh)
-      lse_c = jnp.moveaxis(_group(_rows(lse, start, bq), kvh), 1, 3)  # [b, kvh, g, cq]
-      del_c = jnp.moveaxis(_group(_rows(delta, start, bq), kvh), 1, 3)
+      start = tile[s] * bq
+      rows = lambda x: lax.dynamic_slice_in_dim(x, start, bq, 1)
+      qc, doc = _group(rows(q), kvh), _group(rows(dout), kvh)
+      lse_c = jnp.moveaxis(_group(rows(lse), kvh), 1, 3)  # [b, kvh, g, cq]
+      del_c = jnp.moveaxis(_group(rows(delta), kvh), 1, 3)
       logits = _einsum("bqkgd,bskd->bkgqs", qc, kc) * st.scale
       p = jnp.exp(logits - lse_c[..., None])
-      active = s < num
+      active = jnp.ones((b,), bool)  # the loop runs over the batch's list only
 
       def masked():
-        mask = _tile_mask(st, _rows(qu, start, bq), _rows(qs, start, bq), ku_c, ks_c, active)
+        mask = _tile_mask(st, rows(qu), rows(qs), ku_c, ks_c, active)
         return jnp.where(mask, p, 0.0)
 
-      p = lax.cond(jnp.any((needs[:, s] != 0) | ~active), masked, lambda: p)
+      p = lax.cond(needs[s] != 0, masked, lambda: p)
       dv = dv + _einsum("bkgqs,bqkgd->bskd", p.astype(dout.dtype), doc)
       dp = _einsum("bqkgd,bskd->bkgqs", doc, vc)
       ds = p * (dp - del_c[..., None])
       dk = dk + _einsum("bkgqs,bqkgd->bskd", ds.astype(q.dtype), qc)
       dq_c = _einsum("bkgqs,bskd->bqkgd", ds.astype(k.dtype), kc)
-      return _add_rows(dq, start, dq_c.reshape(b, bq, h, d)), dk, dv
+      dq = lax.dynamic_update_slice_in_dim(dq, rows(dq) + dq_c.reshape(b, bq, h, d), start, 1)
+      return dq, dk, dv
 
     zeros = jnp.zeros((b, bk, kvh, d), F32)
-    dq, dk, dv = lax.fori_loop(0, jnp.max(num), step, (dq, zeros, zeros))
+    dq, dk, dv = lax.fori_loop(0, num, step, (dq, zeros, zeros))
     return dq, (dk * st.scale, dv)
 
-  xs = (_chunks(k, nk), _chunks(v, nk), _chunks(ku, nk), _chunks(ks, nk), bwd_tile.swapaxes(0, 1),
-        bwd_mask.swapaxes(0, 1), bwd_num.swapaxes(0, 1))
+  xs = (_chunks(k, nk), _chunks(v, nk), _chunks(ku, nk), _chunks(ks, nk),
+        *_batch_union(bwd_tile, bwd_mask, bwd_num))
   dq, (dk, dv) = lax.scan(chunk, jnp.zeros((b, tq, h, d), F32), xs)
   return (dq * st.scale).astype(q.dtype), _unchunk(dk).astype(k.dtype), _unchunk(dv).astype(v.dtype)
 
