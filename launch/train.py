@@ -25,6 +25,7 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file.")
 _DATA = flags.DEFINE_enum("data", "random", ["random", "grain"], "Token source (see module docstring).")
 _TOKEN_DIR = flags.DEFINE_string("token_dir", None, "Token dataset written by launch.tokenize (--data=grain).")
+_TOKEN_SPLIT = flags.DEFINE_string("token_split", "train", "Split of --token_dir to train on.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints go to WORKDIR/checkpoints; resumes from there.")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Number of processes (multi-host).")
@@ -38,8 +39,8 @@ def _grain_iterator(cfg, rows: int):
   import jax
   from data_pipelines import pipelines, token_data
   if _TOKEN_DIR.value:
-    from data_pipelines.token_data import open_token_source
-    source = open_token_source(_TOKEN_DIR.value, "train")
+    from wan_streamer_jax.codecs.token_io import TokenDataSource
+    source = TokenDataSource(_TOKEN_DIR.value, _TOKEN_SPLIT.value)
   else:
     source = token_data.RandomTokenSource(cfg, num_examples=512, seed=cfg.train.seed)
   ds = pipelines.token_pipeline(source, cfg, batch_size=rows, seed=cfg.train.seed,
