@@ -27,8 +27,24 @@ def _fail(field: str, expected: str, got: Any) -> None:
   raise ValueError(f"config field `{field}`: expected {expected}, got {got!r}")
 
 
+class _FSQVocabulary:
+  """Codes `0 .. prod(levels) - 1` of an FSQ codebook, then MISSING; shared by both codecs."""
+
+  @property
+  def codebook_size(self) -> int:
+    return math.prod(self.levels)
+
+  @property
+  def missing_id(self) -> int:
+    return self.codebook_size
+
+  @property
+  def vocab_size(self) -> int:
+    return self.codebook_size + 1
+
+
 @dataclasses.dataclass(frozen=True)
-class VideoCodecConfig:
+class VideoCodecConfig(_FSQVocabulary):
   """Video codec: 4 frames of `[height, width, 3]` uint8 -> one latent frame of `(H/s, W/s)` codes.
 
   Architecture (see `codecs/video_codec.py`): a space-to-depth patchify of
@@ -102,24 +118,12 @@ class VideoCodecConfig:
     return self.latent_h * self.latent_w
 
   @property
-  def codebook_size(self) -> int:
-    return math.prod(self.levels)
-
-  @property
-  def missing_id(self) -> int:
-    return self.codebook_size
-
-  @property
-  def vocab_size(self) -> int:
-    return self.codebook_size + 1
-
-  @property
   def bitrate_bps(self) -> float:
     return self.tokens_per_unit * math.log2(self.codebook_size) / UNIT_SECONDS
 
 
 @dataclasses.dataclass(frozen=True)
-class AudioCodecConfig:
+class AudioCodecConfig(_FSQVocabulary):
   """Audio codec: waveform at `sample_rate` -> 25 Hz frames of `num_quantizers` codes.
 
   Architecture (see `codecs/audio_codec.py`): one causal strided conv per entry
@@ -199,18 +203,6 @@ class AudioCodecConfig:
   @property
   def tokens_per_unit(self) -> int:
     return AUDIO_FRAMES_PER_UNIT * self.num_quantizers
-
-  @property
-  def codebook_size(self) -> int:
-    return math.prod(self.levels)
-
-  @property
-  def missing_id(self) -> int:
-    return self.codebook_size
-
-  @property
-  def vocab_size(self) -> int:
-    return self.codebook_size + 1
 
   @property
   def bitrate_bps(self) -> float:
