@@ -101,6 +101,17 @@ class WanStreamer(nnx.Module):
                      preferred_element_type=jnp.float32)
     return constrain(out, ("batch", "seq", "act_vocab"))
 
+  def attention_tiles(self) -> dict:
+    """Chunk sizes for the `xla` attention: whole units (>= 128 tokens), so that chunk
+    pairs are fully visible or fully masked and no element mask is needed in training
+    (measured on CPU, small config: 26% faster fwd+bwd than 128-token chunks).
+    Pallas keeps its per-backend tiles (hardware alignment)."""
+    if kernels.resolve_impl(self.cfg.model.attention_impl) != "xla":
+      return {}
+    L = self.layout.tokens_per_unit
+    tile = L * max(1, 128 // L)
+    return {"block_q": tile, "block_k": tile}
+
   def run_blocks(self, x, rope, ids, metadata):
     """The layer scan: one compiled block applied `num_layers` times."""
     policy = self.cfg.model.remat_policy
@@ -146,7 +157,7 @@ class WanStreamer(nnx.Module):
     m = self.cfg.model
     metadata = kernels.prepare_attention(unit_ids, unit_ids, segment_ids, segment_ids,
                                          window_units=m.window_units, sink_units=m.sink_units,
-                                         impl=m.attention_impl)
+                                         impl=m.attention_impl, **self.attention_tiles())
     x = self.embed_tokens(tokens)
     x = self.run_blocks(x, self.rope(unit_ids), ids, metadata)
     return {k: self.logits(x, k) for k in KINDS}
