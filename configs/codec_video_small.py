@@ -13,10 +13,10 @@ from wan_streamer_jax.config import load_config, to_config_dict
 
 def get_config():
   base = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "small.py"))
-  steps = 2000
+  steps = 4000
   return to_config_dict(base.replace(
       name="codec_video_small",
-      optimizer=dict(learning_rate=2e-3, warmup_steps=50, decay_steps=steps, end_lr_fraction=0.05,
-                     b1=0.9, b2=0.99, weight_decay=0.0, grad_clip_norm=5.0),
-      train=dict(batch_size=8, units_per_example=2, num_steps=steps, log_every=25, checkpoint_every=500,
+      optimizer=dict(learning_rate=1e-3, warmup_steps=100, decay_steps=steps, end_lr_fraction=0.05,
+                     b1=0.9, b2=0.99, weight_decay=0.0, grad_clip_norm=100.0),
+      train=dict(batch_size=8, units_per_example=2, num_steps=steps, log_every=50, checkpoint_every=1000,
                  checkpoints_to_keep=2)))

@@ -9,8 +9,9 @@ per unit from codes up to that unit. Spatially everything is an ordinary
 'SAME' 2-D conv inside a frame.
 
     encoder: [B,T,H,W,3] -> patchify p (space-to-depth) -> causal conv (t: 4/4, 3x3) -> res blocks
-             -> per further stage: space-to-depth 2 + 3x3 conv -> res blocks -> 1x1 to D=len(levels) -> FSQ
-    decoder: FSQ values -> causal conv (t: kernel_t, 3x3) -> res blocks
+             -> per further stage: space-to-depth 2 + 3x3 conv -> res blocks
+             -> FSQ (RMS norm, projection to D = len(levels), one code per latent position)
+    decoder: FSQ values projected back -> causal conv (t: kernel_t, 3x3) -> res blocks
              -> per stage: 3x3 conv to 4C + depth-to-space 2 -> res blocks
              -> causal time upsample x4 (subpixel) -> 3x3 conv to 3*p*p -> depth-to-space p
 """
@@ -24,7 +25,7 @@ from flax import nnx
 from wan_streamer_jax.codecs.base import (CodecState, StreamingCodec, check_dtype, check_int_codes)
 from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalUpsample, ResBlock, depth_to_space,
                                                  space_to_depth)
-from wan_streamer_jax.codecs.fsq import fsq_codes_to_values, fsq_quantize, valid_code_mask
+from wan_streamer_jax.codecs.fsq import ResidualFSQ
 from wan_streamer_jax.config import FRAMES_PER_UNIT, VideoCodecConfig
 
 F = FRAMES_PER_UNIT
@@ -39,7 +40,7 @@ def _run_blocks(blocks, x, states):
 
 
 class VideoEncoder(nnx.Module):
-  """`[B, T, H, W, 3]` float in [-1, 1] -> latent `[B, T/4, h, w, D]` (pre-quantisation)."""
+  """`[B, T, H, W, 3]` float in [-1, 1] -> latent features `[B, T/4, h, w, channels[-1]]`."""
 
   def __init__(self, cfg: VideoCodecConfig, *, rngs: nnx.Rngs):
     p, ch = cfg.patch_size, cfg.channels
@@ -55,7 +56,6 @@ class VideoEncoder(nnx.Module):
       self.stems.append(stem)
       self.blocks.append(nnx.List([ResBlock(c, cfg.kernel_t, kernel_s=3, spatial=sizes[i], norm=cfg.res_norm, rngs=rngs)
                                    for _ in range(cfg.num_res_blocks)]))
-    self.out = CausalConv(ch[-1], cfg.latent_dim, 1, rngs=rngs)
 
   def init_state(self, batch: int):
     return {"stems": [s.init_state(batch) for s in self.stems],
@@ -71,19 +71,18 @@ class VideoEncoder(nnx.Module):
       new["stems"].append(s)
       x, s = _run_blocks(stage, x, state["blocks"][i])
       new["blocks"].append(s)
-    z, _ = self.out(jax.nn.silu(x))
-    return z, new
+    return x, new
 
 
 class VideoDecoder(nnx.Module):
-  """latent `[B, U, h, w, D]` -> `[B, 4U, H, W, 3]` float (about [-1, 1])."""
+  """quantised latent `[B, U, h, w, channels[-1]]` -> `[B, 4U, H, W, 3]` float (about [-1, 1])."""
 
   def __init__(self, cfg: VideoCodecConfig, *, rngs: nnx.Rngs):
     p, ch = cfg.patch_size, cfg.channels
     self.p = p
     n = len(ch)
     sizes = [(cfg.height // (p << i), cfg.width // (p << i)) for i in range(n)]
-    self.inp = CausalConv(cfg.latent_dim, ch[-1], cfg.kernel_t, kernel_s=3, spatial=sizes[-1], rngs=rngs)
+    self.inp = CausalConv(ch[-1], ch[-1], cfg.kernel_t, kernel_s=3, spatial=sizes[-1], rngs=rngs)
     self.blocks = nnx.List()
     self.ups = nnx.List()
     for i in reversed(range(n)):
@@ -130,6 +129,8 @@ class VideoCodec(StreamingCodec):
   def __init__(self, cfg: VideoCodecConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.encoder = VideoEncoder(cfg, rngs=rngs)
+    # One FSQ stage: RMS-normalised features -> D = len(levels) -> code, and back (fsq.py).
+    self.quantizer = ResidualFSQ(cfg.channels[-1], cfg.levels, 1, rngs=rngs)
     self.decoder = VideoDecoder(cfg, rngs=rngs)
 
   # --- core (traceable) -----------------------------------------------------
@@ -139,14 +140,12 @@ class VideoCodec(StreamingCodec):
   def encode_chunk(self, x, enc_state):
     """uint8 `[B, 4U, H, W, 3]` -> (codes `[B, U, h, w]`, state)."""
     z, enc_state = self.encoder(frames_to_float(x), enc_state)
-    _, codes = fsq_quantize(z, self.cfg.levels)
-    return codes, enc_state
+    _, codes = self.quantizer(z)
+    return codes[..., 0], enc_state
 
   def decode_chunk(self, codes, dec_state):
     """codes `[B, U, h, w]` -> (float32 `[B, 4U, H, W, 3]` in about [-1, 1], state)."""
-    z = fsq_codes_to_values(codes, self.cfg.levels)
-    z = jnp.where(valid_code_mask(codes, self.cfg.levels)[..., None], z, 0.0)
-    return self.decoder(z, dec_state)
+    return self.decoder(self.quantizer.decode(codes[..., None]), dec_state)
 
   def postprocess(self, y):
     return float_to_frames(y)
@@ -154,9 +153,9 @@ class VideoCodec(StreamingCodec):
   def __call__(self, x):
     """Training forward (offline, straight-through): float `[B, T, H, W, 3]` in [-1, 1] -> dict."""
     z, _ = self.encoder(x, self.encoder.init_state(x.shape[0]))
-    zq, codes = fsq_quantize(z, self.cfg.levels)
+    zq, codes = self.quantizer(z)
     y, _ = self.decoder(zq, self.decoder.init_state(x.shape[0]))
-    return {"recon": y, "codes": codes, "latent": z}
+    return {"recon": y, "codes": codes[..., 0], "latent": z}
 
   # --- validation -------------------------------------------------------------
   def check_input(self, x, *, unit: bool, concrete_checks: bool = True, fps: float | None = None):
