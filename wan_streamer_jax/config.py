@@ -126,11 +126,14 @@ class VideoCodecConfig(_FSQVocabulary):
 class AudioCodecConfig(_FSQVocabulary):
   """Audio codec: waveform at `sample_rate` -> 25 Hz frames of `num_quantizers` codes.
 
-  Architecture (see `codecs/audio_codec.py`): one causal strided conv per entry
-  of `strides` (product = samples_per_frame), widths `channels` per stage (a
-  shorter `channels` repeats its last width), residual units of kernel
-  `kernel_t` with `dilations`, a `latent_dim` latent quantised by `num_quantizers`
-  residual FSQ stages of `levels`; the decoder mirrors it.
+  Architecture (see `codecs/audio_codec.py`): one causal downsampling stage per
+  entry of `strides` (product = samples_per_frame); the first is a causal
+  log-magnitude STFT (`frontend="stft"`, hop strides[0]) or a learned strided
+  conv; widths `channels` per stage (a shorter `channels` repeats its last
+  width), residual units of kernel `kernel_t` with `dilations`, a `latent_dim`
+  latent quantised by `num_quantizers` residual FSQ stages of `levels`; the
+  decoder mirrors it and ends in a causal inverse STFT (`head="istft"`) or a
+  causal upsampling conv.
   """
 
   sample_rate: int = 16000
