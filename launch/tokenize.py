@@ -128,7 +128,7 @@ def main(argv):
   out_dir = os.path.abspath(os.path.expanduser(_OUT.value))
   audio, a_info = _codec("audio", _AUDIO.value, cfg)
   video, v_info = _codec("video", _VIDEO.value, cfg)
-  codecs = {"audio": {**a_info, "config": _plain(cfg.audio)}, "video": {**v_info, "config": _plain(cfg.video)}}
+  codecs = {"audio": {**a_info, "config": _plain(audio.cfg)}, "video": {**v_info, "config": _plain(video.cfg)}}
   manifest = token_io.read_manifest(out_dir) or {"codecs": codecs, "splits": {}, "config_name": cfg.name}
   if json.dumps(manifest["codecs"], sort_keys=True) != json.dumps(codecs, sort_keys=True):
     raise ValueError(f"{out_dir} holds tokens of other codecs ({manifest['codecs']}); use another --out_dir")
