@@ -59,7 +59,7 @@ def main(argv):
   from wan_streamer_jax.train.checkpoint import Checkpointer
   from wan_streamer_jax.train.feed import check_batch, process_slice, to_global
   from wan_streamer_jax.train.random_data import random_token_batch
-  from wan_streamer_jax.train.state import abstract_train_state, create_train_state
+  from wan_streamer_jax.train.state import abstract_train_state, create_train_state, replicated_fraction
   from wan_streamer_jax.train.step import batch_shardings, make_train_step
 
   cfg = Config.from_dict(_CONFIG.value)
@@ -79,6 +79,11 @@ def main(argv):
   else:
     ts, start = create_train_state(cfg, mesh), 0
     state = ts.state
+  repl = replicated_fraction(ts)
+  if mesh.shape["fsdp"] * mesh.shape["tensor"] > 1 and repl > 0.02:
+    raise ValueError(f"{repl:.1%} of the parameters are replicated on mesh {dict(mesh.shape)} (limit 2%): "
+                     "check the logical-axis rules in wan_streamer_jax/parallel/rules.py")
+  logging.info("replicated parameters: %.2f%%", 100 * repl)
   step_fn = make_train_step(cfg, ts, mesh)
   shardings = batch_shardings(mesh)
   signal.signal(signal.SIGTERM, lambda *_: _STOP.update(flag=True))

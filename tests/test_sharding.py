@@ -7,7 +7,7 @@ from jax.sharding import PartitionSpec as P
 
 from tests.helpers import random_batch, tiny_config
 from wan_streamer_jax.parallel.mesh import make_mesh
-from wan_streamer_jax.train.state import create_train_state
+from wan_streamer_jax.train.state import create_train_state, replicated_fraction
 from wan_streamer_jax.train.step import make_train_step
 
 
@@ -54,6 +54,7 @@ def test_parameters_are_sharded_as_the_rules_say(runs):
   wq = model_state["blocks"]["attn"]["wq"].get_value()
   assert wq.addressable_shards[0].data.shape == (wq.shape[0], wq.shape[1] // 2, wq.shape[2] // 2, wq.shape[3])
   # optimizer moments follow their parameters
+  assert replicated_fraction(ts8) < 0.02  # only norms and the role/level tables
   adam = state8[1]["opt_state"][1][0]
   assert adam["mu"]["blocks"]["attn"]["wq"].get_value().sharding.spec == P(None, "fsdp", "tensor", None)
   assert adam["nu"]["blocks"]["mlp"]["down"].get_value().sharding.spec == P(None, "tensor", "fsdp")
