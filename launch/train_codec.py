@@ -34,6 +34,7 @@ _ROLE = flags.DEFINE_enum("role", "mixed", ["mixed", "user", "model"], "Which st
 _EVAL_WINDOWS = flags.DEFINE_integer("eval_windows", 64, "Held-out windows for the final evaluation.")
 _EVAL_UNITS = flags.DEFINE_integer("eval_units", 25, "Units per evaluation window (25 = 4 s).")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 0, "Also evaluate (eval_windows // 4 windows) every N steps; 0 = only at the end.")
+_EVAL_SPLIT = flags.DEFINE_enum("eval_split", "validation", ["validation", "test"], "Held-out split to evaluate on.")
 _EVAL_ROLE = flags.DEFINE_enum("eval_role", "mixed", ["mixed", "user", "model"], "Evaluation windows' streams.")
 _OVERSAMPLE = flags.DEFINE_integer(
     "speech_oversample", 2, "Audio: draw this many times the batch of windows and train on the most "
@@ -61,7 +62,8 @@ def _kind(cfg) -> str:
 def _sources(cfg, kind: str):
   if _DATA.value == "synthetic":
     from wan_streamer_jax.codecs.synthetic import SyntheticSignalSource
-    return (SyntheticSignalSource(cfg, 256, seed=0), SyntheticSignalSource(cfg, 32, seed=1))
+    return (SyntheticSignalSource(cfg, 256, seed=0),
+            SyntheticSignalSource(cfg, 32, seed=1 if _EVAL_SPLIT.value == "validation" else 2))
   from data_pipelines.synthetic_builder import make_synthetic_builder
   from wan_streamer_jax.codecs.training import StreamCache
   builder = make_synthetic_builder(cfg, _SIZE.value, data_dir=_DATA_DIR.value)
@@ -71,7 +73,7 @@ def _sources(cfg, kind: str):
                      f"--data_dir={_DATA_DIR.value or '~/tensorflow_datasets'}")
   train = builder.as_data_source("train")
   cache = _CACHE.value if _CACHE.value is not None else kind == "audio"
-  return (StreamCache(train, kind) if cache else train), builder.as_data_source("validation")
+  return (StreamCache(train, kind) if cache else train), builder.as_data_source(_EVAL_SPLIT.value)
 
 
 def _add_wav(tb, tag: str, wave, sample_rate: int, step: int) -> None:
@@ -169,7 +171,7 @@ def main(argv):
   tb = SummaryWriter(os.path.join(workdir, "tb")) if lead else None
   bar = tqdm(range(start, n_steps), initial=start, total=n_steps, desc=f"{cfg.name}", disable=not lead,
              dynamic_ncols=True)
-  t_start, t_first, step = time.perf_counter(), None, start
+  t_start, t_first, step = time.perf_counter(), None, start - 1  # a finished run only re-evaluates
   for step in bar:
     batch = next(data_it)[key]
     if over > 1:  # keep the most speech-active windows
@@ -206,31 +208,34 @@ def main(argv):
   t_end = time.perf_counter()
   train_s = t_end - t_start
   steps_run = step + 1 - start
+  done_steps = max(step + 1, start)
   if _STOP["flag"] or not lead:
     return
 
   t0 = time.perf_counter()
   result, samples = run_eval(params, _EVAL_WINDOWS.value)
-  result.update({"config": cfg.name, "kind": kind, "steps": step + 1, "steps_this_run": steps_run,
+  result.update({"config": cfg.name, "kind": kind, "steps": done_steps, "steps_this_run": steps_run,
                  "train_seconds_this_run": round(train_s, 1),
-                 "seconds_per_step_after_compile": round((t_end - t_first) / max(steps_run - 1, 1), 3),
+                 "seconds_per_step_after_compile": (round((t_end - t_first) / max(steps_run - 1, 1), 3)
+                                                    if t_first else None),
                  "eval_seconds": round(time.perf_counter() - t0, 1), "data": _DATA.value,
                  "batch_size": cfg.train.batch_size, "units_per_example": cfg.train.units_per_example,
                  "backend": jax.default_backend(), "devices": jax.device_count()})
   for k, v in result.items():
     if isinstance(v, (int, float)):
-      tb.add_scalar(f"eval/{k}", v, step + 1)
+      tb.add_scalar(f"eval/{k}", v, done_steps)
   for i in range(len(samples["reference"])):
     ref, rec = samples["reference"][i], samples["reconstruction"][i]
     if kind == "audio":
       for name, wave in (("reference", ref), ("reconstruction", rec)):
-        _add_wav(tb, f"eval/{i}/{name}", wave, ccfg.sample_rate, step + 1)
+        _add_wav(tb, f"eval/{i}/{name}", wave, ccfg.sample_rate, done_steps)
     else:
       n = min(8, ref.shape[0])
       strip = np.concatenate([np.concatenate(list(ref[:n]), 1), np.concatenate(list(rec[:n]), 1)], 0)
-      tb.add_image(f"eval/{i}/top_reference_bottom_reconstruction", strip, step + 1, dataformats="HWC")
+      tb.add_image(f"eval/{i}/top_reference_bottom_reconstruction", strip, done_steps, dataformats="HWC")
   tb.close()
-  with open(os.path.join(workdir, "eval.json"), "w") as f:
+  result["eval_split"] = _EVAL_SPLIT.value
+  with open(os.path.join(workdir, "eval.json" if _EVAL_SPLIT.value == "validation" else f"eval_{_EVAL_SPLIT.value}.json"), "w") as f:
     json.dump(result, f, indent=1)
   print(json.dumps(result), flush=True)
 

@@ -94,7 +94,7 @@ def make_train_step(kind: str, cfg: Config, graphdef, tx: optax.GradientTransfor
     (_, m), grads = jax.value_and_grad(objective, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    m["grad_norm"] = optax.global_norm(grads)
+    m["grad_norm"] = optax.tree.norm(grads)
     return params, opt_state, m
 
   return jax.jit(step, in_shardings=(p_sh, o_sh, {key: batch_sharding(mesh)}),
@@ -114,47 +114,63 @@ def speech_mask(audio: np.ndarray, sample_rate: int, min_active: float = 0.3,
   return speech_activity(audio, sample_rate, threshold) >= min_active
 
 
-def evaluate(kind: str, codec, batches: Iterable[dict], sample_rate: int | None = None,
-             keep_samples: int = 2) -> tuple[dict, dict]:
+def evaluate(kind: str, codec, batches: Iterable[dict], keep_samples: int = 2) -> tuple[dict, dict]:
   """Offline encode -> decode over `batches` (the public, validated API). Returns (metrics, samples).
 
-  Audio: SI-SNR, log-mel distance and STOI over windows that contain speech
-  (`speech_mask`), plus STOI over all windows with a non-silent reference;
-  video: PSNR (one MSE over all frames) and SSIM. Both: per-quantiser perplexity.
+  Only a window's valid units count (`unit_mask`: the raw head zero-pads windows past the end of
+  a short conversation; padding is not held-out data). The codec runs on the whole padded
+  window (causal: padding after the end never changes what came before).
+  Audio: SI-SNR, log-mel distance and STOI over windows that contain speech (`speech_mask`),
+  STOI also over every window; video: PSNR (one MSE over all valid frames) and SSIM (mean over
+  valid frames), plus `psnr_db_with_padding` (all frames, for reference). Both: per-quantiser
+  code perplexity and used fraction over valid units.
   """
   refs, recs, codes_all = [], [], []
   for b in batches:
     x = np.asarray(b[kind])
-    c = codec.encode(x)
+    c = np.asarray(codec.encode(x))
     y = np.asarray(codec.decode(c))
-    refs.append(x)
-    recs.append(y)
-    codes_all.append(np.asarray(c))
-  ref, rec, codes = np.concatenate(refs), np.concatenate(recs), np.concatenate(codes_all)
+    mask = np.asarray(b.get("unit_mask", np.ones((x.shape[0], 1), bool)))
+    for i in range(x.shape[0]):
+      n = int(mask[i].sum()) if mask.shape[1] > 1 else 0
+      per_unit = x.shape[1] // mask.shape[1]
+      cut = n * per_unit if n else x.shape[1]
+      cpu = c.shape[1] // mask.shape[1]
+      refs.append((x[i, :cut], x[i]))
+      recs.append((y[i, :cut], y[i]))
+      codes_all.append(c[i, : (n * cpu if n else c.shape[1])])
   ccfg = codec.cfg
-  out: dict = {"windows": int(ref.shape[0])}
+  out: dict = {"windows": len(refs)}
+  codes = np.concatenate(codes_all)
   if kind == "audio":
     sr = ccfg.sample_rate
-    sp = speech_mask(ref, sr)
+    ref = [r for r, _ in refs]
+    rec = [r for r, _ in recs]
+    sp = np.array([bool(speech_mask(r[None], sr)[0]) for r in ref])
     out["speech_windows"] = int(sp.sum())
-    out["seconds"] = round(float(ref.size / sr), 2)
+    out["seconds"] = round(float(sum(r.size for r in ref) / sr), 2)
     if sp.any():
-      out["stoi"] = metrics.stoi(rec[sp], ref[sp], sr)
-      out["si_snr_db"] = metrics.si_snr(rec[sp], ref[sp])
-      out["log_mel_distance"] = metrics.log_mel_distance(rec[sp], ref[sp], sr)
-    out["stoi_all_windows"] = metrics.stoi(rec, ref, sr)
-    out["bitrate_bps"] = round(ccfg.bitrate_bps, 1)
+      idx = np.flatnonzero(sp)
+      out["stoi"] = float(np.mean([metrics.stoi(rec[i], ref[i], sr) for i in idx]))
+      out["si_snr_db"] = float(np.mean([metrics.si_snr(rec[i], ref[i]) for i in idx]))
+      out["log_mel_distance"] = float(np.mean([metrics.log_mel_distance(rec[i], ref[i], sr) for i in idx]))
+    all_stoi = [metrics.stoi(rec[i], ref[i], sr) for i in range(len(ref)) if np.abs(ref[i]).max() > 1e-6]
+    out["stoi_all_windows"] = float(np.nanmean(all_stoi)) if all_stoi else float("nan")
     usage = metrics.codebook_usage(codes, ccfg.codebook_size)
     order = np.argsort(-sp.astype(int), kind="stable")[:keep_samples]
   else:
-    out["psnr_db"] = metrics.psnr(rec, ref)
-    out["ssim"] = metrics.ssim(rec, ref)
-    out["bitrate_bps"] = round(ccfg.bitrate_bps, 1)
-    usage = metrics.codebook_usage(codes[..., None], ccfg.codebook_size)
-    order = np.arange(min(keep_samples, ref.shape[0]))
+    sq = sum(float(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2)) for (a, _), (b, _) in zip(recs, refs))
+    count = sum(a.size for a, _ in refs)
+    out["frames"] = int(sum(a.shape[0] for a, _ in refs))
+    out["psnr_db"] = float(10 * np.log10(255.0 ** 2 / max(sq / count, 1e-10)))
+    out["psnr_db_with_padding"] = metrics.psnr(np.stack([b for _, b in recs]), np.stack([b for _, b in refs]))
+    out["ssim"] = float(np.mean([metrics.ssim(a, b) for (a, _), (b, _) in zip(recs, refs) if a.size]))
+    usage = metrics.codebook_usage(codes.reshape(-1, 1), ccfg.codebook_size)
+    order = np.arange(min(keep_samples, len(refs)))
+  out["bitrate_bps"] = round(ccfg.bitrate_bps, 1)
   out["perplexity"] = [round(p, 1) for p in usage["perplexity"]]
   out["used_fraction"] = [round(u, 4) for u in usage["used_fraction"]]
-  samples = {"reference": ref[order], "reconstruction": rec[order]}
+  samples = {"reference": [refs[i][0] for i in order], "reconstruction": [recs[i][0] for i in order]}
   return out, samples
 
 
