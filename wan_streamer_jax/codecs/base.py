@@ -39,6 +39,10 @@ class CodecState(NamedTuple):
   decoder: Any
 
 
+# So a `jax.export`-ed step that carries a CodecState can be serialised.
+jax.export.register_namedtuple_serialization(CodecState, serialized_name="wan_streamer_jax.codecs.CodecState")
+
+
 def is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
@@ -110,11 +114,22 @@ class CodecFns:
   `state = fns.init_state(batch)`, `state, codes = fns.encode_step(params, state, chunk)`,
   `state, y = fns.decode_step(params, state, codes)`. `raw=True` returns the decoder's float
   output (audio unclipped; video in [-1, 1] scale) instead of the public format.
+
+  `params` is the codec's `nnx.State` or its flat form `fns.flat_params(params)` (a dict of
+  arrays keyed by path strings), which `jax.export` can serialise.
   """
   graphdef: Any
   state_template: Any = dataclasses.field(compare=False, hash=False, repr=False)  # init_state(1), numpy
+  param_treedef: Any = dataclasses.field(compare=False, hash=False, repr=False)
+  param_keys: tuple = dataclasses.field(compare=False, hash=False, repr=False, default=())
+
+  def flat_params(self, params) -> dict:
+    """nnx.State -> {"encoder/downs/0/kernel": array, ...} (string keys: serialisable by jax.export)."""
+    return dict(zip(self.param_keys, jax.tree.leaves(params)))
 
   def _model(self, params):
+    if not isinstance(params, nnx.State):
+      params = jax.tree.unflatten(self.param_treedef, [params[k] for k in self.param_keys])
     return nnx.merge(self.graphdef, params)
 
   def init_state(self, batch: int) -> CodecState:
@@ -200,4 +215,7 @@ class StreamingCodec(nnx.Module):
     """`(fns, params)`: pure streaming functions + this codec's parameters (an nnx.State)."""
     graphdef, params = nnx.split(self)
     template = jax.tree.map(np.asarray, self.init_state(1))
-    return CodecFns(graphdef, template), params
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = tuple("/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+                 .removesuffix("/value") for path, _ in leaves)
+    return CodecFns(graphdef, template, treedef, keys), params
