@@ -172,7 +172,7 @@ class StreamingCodec(nnx.Module):
   def init_state(self, batch: int) -> CodecState:  # pragma: no cover - abstract
     raise NotImplementedError
 
-  def check_input(self, x, *, unit: bool, concrete_checks: bool = True, rate=None) -> None:  # pragma: no cover
+  def check_input(self, x, *, unit: bool, concrete_checks: bool = True, **rate) -> None:  # pragma: no cover
     raise NotImplementedError
 
   def check_codes(self, codes, *, unit: bool, concrete_checks: bool = True) -> None:  # pragma: no cover
