@@ -10,7 +10,7 @@ def get_config():
       video=VideoCodecConfig(height=256, width=256, spatial_stride=16, levels=(8, 8, 8, 5, 5, 5),
                              channels=(64, 128, 256, 256, 512)),
       audio=AudioCodecConfig(sample_rate=24000, num_quantizers=8, levels=(8, 8, 8, 5, 5, 5),
-                             channels=(64, 128, 256, 512), strides=(2, 4, 4, 3, 10)),
+                             channels=(512, 1024), strides=(240, 4), dilations=(1, 3, 9), latent_dim=128),
       text=TextConfig(text_slots=16),
       model=ModelConfig(embed_dim=2048, num_layers=20, num_heads=16, num_kv_heads=8, head_dim=128,
                         mlp_dim=5632, rope_sections=(64, 32, 32), param_dtype="float32",
