@@ -24,6 +24,15 @@ from etils import epath
 from data_pipelines.corpus import CorpusSpec, generate_conversation
 from wan_streamer_jax.config import Config
 
+# TFDS spills a split's shuffle buffer to disk past 1 GB through tf.io.gfile, which
+# needs TensorFlow (not a dependency here): keep splits in memory up to 16 GB instead
+# (small ~1.2 GB, full ~21 GB -- `full` needs TensorFlow installed or a larger limit).
+try:
+  import tensorflow  # noqa: F401
+except ImportError:
+  from tensorflow_datasets.core import shuffle as _tfds_shuffle
+  _tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(_tfds_shuffle.MAX_MEM_BUFFER_SIZE, 16 << 30)
+
 SIZES = {
     "tiny": {"train": 24, "validation": 4, "test": 4},
     "small": {"train": 1000, "validation": 100, "test": 100},
