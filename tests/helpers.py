@@ -9,6 +9,7 @@ import numpy as np
 
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import Config, load_config
+from wan_streamer_jax.train.random_data import random_token_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,13 +20,10 @@ def tiny_config(**overrides) -> Config:
 
 def random_batch(cfg: Config, batch: int, units: int, seed: int = 0, packed: bool = False) -> dict:
   """Random in-vocabulary tokens `[batch, units * L]`; optionally 2 packed segments + padding."""
+  base = random_token_batch(cfg.replace(train=dict(seed=seed)), 0, batch, units)
+  tokens, seg, unit_ids = base["tokens"], base["segment_ids"].copy(), base["unit_ids"].copy()
   rng = np.random.default_rng(seed)
   layout = schedule.unit_layout(cfg)
-  lay = layout.tile(units)
-  vocab = np.array([layout.vocab_sizes[k] for k in ("video", "audio", "text")])[lay.kind]
-  tokens = (rng.random((batch, lay.seq_len)) * vocab).astype(np.int32)
-  seg = np.ones((batch, lay.seq_len), np.int32)
-  unit_ids = np.broadcast_to(lay.unit_index, (batch, lay.seq_len)).copy()
   if packed:
     L = layout.tokens_per_unit
     for b in range(batch):

@@ -37,6 +37,7 @@ class UnitLayout:
     h, w: int32 latent grid position (video), 0 for audio and text.
     loss_weight: float32 cross-entropy weight of the slot's target.
     missing_id: int32 the MISSING id of the slot's vocabulary.
+    vocab: int32 the size of the slot's vocabulary (ids are in [0, vocab)).
     group_slices: group name -> slice of that group inside the unit.
     vocab_sizes: kind name -> vocabulary size.
   """
@@ -50,6 +51,7 @@ class UnitLayout:
   w: np.ndarray
   loss_weight: np.ndarray
   missing_id: np.ndarray
+  vocab: np.ndarray
   group_slices: dict
   vocab_sizes: dict
   num_levels: int
@@ -108,7 +110,7 @@ class TiledLayout:
     return np.repeat(np.arange(self.num_units, dtype=np.int32), self.unit.tokens_per_unit)
 
   def __getattr__(self, name):
-    if name in ("group", "kind", "role", "level", "h", "w", "loss_weight", "missing_id"):
+    if name in ("group", "kind", "role", "level", "h", "w", "loss_weight", "missing_id", "vocab"):
       return self._tile(getattr(self.unit, name))
     raise AttributeError(name)
 
@@ -177,10 +179,12 @@ def _build(cfg_key) -> UnitLayout:
     start += n
   arrays = {k: np.concatenate(v).astype(np.float32 if k == "loss_weight" else np.int32)
             for k, v in parts.items()}
+  vocab_sizes = (vid.vocab_size, aud.vocab_size, txt.vocab_size)
+  arrays["vocab"] = np.asarray(vocab_sizes, np.int32)[arrays["kind"]]
   for a in arrays.values():
     a.setflags(write=False)
   return UnitLayout(**arrays, group_slices=slices,
-                    vocab_sizes={"video": vid.vocab_size, "audio": aud.vocab_size, "text": txt.vocab_size},
+                    vocab_sizes=dict(zip(KINDS, vocab_sizes)),
                     num_levels=max(aud.num_quantizers, 1))
 
 

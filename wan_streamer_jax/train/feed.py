@@ -41,7 +41,7 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
     if a.dtype != np.int32:
       raise ValueError(f"batch[{k!r}]: expected dtype int32, got {a.dtype}")
   tokens = np.asarray(batch["tokens"])
-  vocab = np.array([layout.vocab_sizes[k] for k in KINDS])[layout.tile(cfg.train.units_per_example).kind]
+  vocab = layout.tile(cfg.train.units_per_example).vocab
   bad = (tokens < 0) | (tokens >= vocab[None])
   if bad.any():
     r, c = np.argwhere(bad)[0]

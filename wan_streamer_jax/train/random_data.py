@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import KINDS, Config
+from wan_streamer_jax.config import Config
 
 
 def random_token_batch(cfg: Config, step: int, batch_size: int | None = None,
@@ -20,7 +20,7 @@ def random_token_batch(cfg: Config, step: int, batch_size: int | None = None,
   units = cfg.train.units_per_example if units is None else units
   layout = schedule.unit_layout(cfg)
   lay = layout.tile(units)
-  vocab = np.array([layout.vocab_sizes[k] for k in KINDS])[lay.kind]
+  vocab = lay.vocab
   rng = np.random.default_rng([cfg.train.seed, step])
   tokens = (rng.random((batch_size, lay.seq_len)) * vocab).astype(np.int32)
   return {"tokens": tokens,

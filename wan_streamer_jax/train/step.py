@@ -12,9 +12,9 @@ from jax.sharding import NamedSharding
 from wan_streamer_jax.config import Config
 from wan_streamer_jax.model.losses import next_unit_loss
 from wan_streamer_jax.parallel.rules import logical_to_spec
+from wan_streamer_jax.train.feed import BATCH_KEYS
 from wan_streamer_jax.train.state import TrainState
 
-BATCH_KEYS = ("tokens", "segment_ids", "unit_ids")
 
 
 def batch_shardings(mesh) -> dict:
