@@ -11,7 +11,6 @@ element mask on partially visible tiles) calls it, so the rule cannot drift.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 
 
 def visible_broadcast(qu, ku, qs, ks, *, window_units=None, sink_units=0):
@@ -41,8 +40,3 @@ def visible(q_unit, kv_unit, q_segment, kv_segment, *, window_units=None, sink_u
   return visible_broadcast(q_unit[..., :, None], kv_unit[..., None, :], q_segment[..., :, None],
                            kv_segment[..., None, :], window_units=window_units,
                            sink_units=sink_units)
-
-
-def default_segments(unit):
-  """All-ones segment ids (one segment, no padding) shaped like `unit`."""
-  return jnp.ones_like(unit)

@@ -21,7 +21,3 @@ def make_mesh(mesh_cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:
     return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
   return jax.sharding.Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
                            axis_types=(jax.sharding.AxisType.Auto,) * 3)
-
-
-def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
-  return mesh.shape["data"] * mesh.shape["fsdp"]

@@ -7,11 +7,9 @@ parallelism of a run is a config change (mesh shape), never a code change.
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 from flax.core import spmd as flax_spmd
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -56,13 +54,3 @@ def constrain(x: jax.Array, names) -> jax.Array:
   if mesh.empty:
     return x
   return jax.lax.with_sharding_constraint(x, logical_to_spec(names))
-
-
-def named_sharding(mesh, names) -> NamedSharding:
-  return NamedSharding(mesh, logical_to_spec(names))
-
-
-@contextlib.contextmanager
-def no_rules():
-  with flax_spmd.logical_axis_rules(()):
-    yield

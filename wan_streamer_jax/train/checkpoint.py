@@ -46,9 +46,6 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     return restored["state"]
 
-  def saved_config(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
