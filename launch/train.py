@@ -63,7 +63,7 @@ def main(argv):
   from wan_streamer_jax.train.step import batch_shardings, make_train_step
 
   cfg = Config.from_dict(_CONFIG.value)
-  mesh = make_mesh(cfg.mesh)
+  mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
   logging.info("config %s on mesh %s (%d processes)", cfg.name, dict(mesh.shape), jax.process_count())
   rows = process_slice(cfg.train.batch_size)
   n_rows = rows.stop - rows.start

@@ -282,24 +282,44 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-  """Device mesh `(data, fsdp, tensor)`; -1 in one axis takes the remaining devices."""
+  """Device mesh `(data, fsdp, tensor)`; -1 in one axis takes the remaining devices.
 
-  data: int = 1
+  The default (`data=-1`) uses every device: data parallelism over as many
+  devices as divide the global batch, and any leftover factor on `tensor`
+  (when `tensor` is 1). An explicit shape that does not fit fails naming both
+  numbers.
+  """
+
+  data: int = -1
   fsdp: int = 1
   tensor: int = 1
 
-  def shape(self, num_devices: int) -> tuple[int, int, int]:
+  def shape(self, num_devices: int, batch_size: int | None = None) -> tuple[int, int, int]:
+    """Resolved `(data, fsdp, tensor)` for `num_devices`; with `batch_size`, data*fsdp divides it."""
     dims = [self.data, self.fsdp, self.tensor]
     if dims.count(-1) > 1:
       _fail("mesh", "at most one axis set to -1", tuple(dims))
+    if any(d == 0 or d < -1 for d in dims):
+      _fail("mesh", "axis sizes >= 1 (or -1 for the remaining devices)", tuple(dims))
     if -1 in dims:
+      auto = dims.index(-1)
       known = math.prod(d for d in dims if d != -1)
       if num_devices % known:
         _fail("mesh", f"fixed axes whose product ({known}) divides the device count {num_devices}", tuple(dims))
-      dims[dims.index(-1)] = num_devices // known
+      rest = num_devices // known
+      if batch_size is not None and auto < 2:  # data or fsdp: the batch is sharded over data*fsdp
+        other = dims[1 - auto]
+        take = math.gcd(rest, batch_size // other) if batch_size % other == 0 else rest
+        if take < rest and dims[2] == 1:
+          dims[2] = rest // take  # devices the batch cannot use go to tensor parallelism
+          rest = take
+      dims[auto] = rest
     if math.prod(dims) != num_devices:
       _fail("mesh", f"data*fsdp*tensor equal to the device count {num_devices}",
             f"{tuple(dims)} (product {math.prod(dims)})")
+    if batch_size is not None and batch_size % (dims[0] * dims[1]):
+      _fail("train.batch_size", f"a multiple of mesh data*fsdp = {dims[0]}*{dims[1]} = {dims[0] * dims[1]} "
+            f"(the batch is sharded over both; mesh {tuple(dims)})", batch_size)
     return tuple(dims)
 
 

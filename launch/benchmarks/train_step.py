@@ -41,7 +41,7 @@ def matmul_peak_flops(dtype=jnp.float32, n: int = 2048) -> float:
 
 
 def _setup(cfg: Config):
-  mesh = make_mesh(cfg.mesh)
+  mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
   ts = create_train_state(cfg, mesh)
   step = make_train_step(cfg, ts, mesh)
   shard = batch_shardings(mesh)
