@@ -30,9 +30,12 @@ setup(
         "pillow>=10",
         "imageio-ffmpeg>=0.5,<1",
     ],
-    extras_require={"test": ["pytest>=8", "portpicker>=1.6"]},
+    extras_require={"test": ["pytest>=8", "portpicker>=1.6"], "tensorboard": ["tensorboard>=2.15"]},
     entry_points={"console_scripts": [
         "wan-train=launch.train:run",
+        "wan-train-codec=launch.train_codec:run",
+        "wan-tokenize=launch.tokenize:run",
+        "wan-make-dataset=launch.make_dataset:run",
         "wan-bench=launch.bench:run",
         "wan-describe=launch.describe:run",
     ]},

@@ -17,6 +17,7 @@ def get_config():
   steps = 200_000
   return to_config_dict(base.replace(
       name="codec_video_large",
+      codec_train=dict(kind="video"),
       mesh=dict(data=-1, fsdp=1, tensor=1),
       optimizer=dict(learning_rate=5e-4, warmup_steps=1000, decay_steps=steps, end_lr_fraction=0.05,
                      b1=0.9, b2=0.99, weight_decay=0.0, grad_clip_norm=100.0),

@@ -16,6 +16,7 @@ def get_config():
   steps = 4000
   return to_config_dict(base.replace(
       name="codec_video_small",
+      codec_train=dict(kind="video"),
       optimizer=dict(learning_rate=1e-3, warmup_steps=100, decay_steps=steps, end_lr_fraction=0.05,
                      b1=0.9, b2=0.99, weight_decay=0.0, grad_clip_norm=100.0),
       train=dict(batch_size=8, units_per_example=2, num_steps=steps, log_every=50, checkpoint_every=1000,

@@ -13,5 +13,5 @@ def get_config():
       model=ModelConfig(embed_dim=256, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=64,
                         mlp_dim=768, rope_sections=(32, 16, 16), window_units=64, sink_units=1),
       optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=20, decay_steps=2000),
-      train=TrainConfig(batch_size=4, units_per_example=8, num_steps=200, log_every=10),
+      train=TrainConfig(batch_size=4, units_per_example=8, num_steps=200, log_every=10, checkpoint_every=50),
   ))

@@ -12,5 +12,5 @@ def get_config():
       text=TextConfig(text_slots=4),
       model=ModelConfig(embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                         mlp_dim=128, rope_sections=(8, 4, 4)),
-      train=TrainConfig(batch_size=4, units_per_example=8, num_steps=20),
+      train=TrainConfig(batch_size=4, units_per_example=8, num_steps=20, checkpoint_every=10),
   ))

@@ -11,15 +11,15 @@ import importlib
 import json
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
+from launch import common
 from wan_streamer_jax.config import Config
 
 WHATS = ("train_step", "attention", "data", "codecs")
 _WHAT = flags.DEFINE_enum("what", "train_step", WHATS, "Which benchmark to run.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model/run config file.")
+_CONFIG = common.config_flag("small", "Model/run config file.")
 
 
 def main(argv):
@@ -35,7 +35,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main)
 
 
 if __name__ == "__main__":

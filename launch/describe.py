@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 
-from absl import app
-from ml_collections import config_flags
+from launch import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file.")
+_CONFIG = common.config_flag("tiny", "Config file.")
 
 
 def describe(cfg) -> dict:
@@ -54,7 +53,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main)
 
 
 if __name__ == "__main__":

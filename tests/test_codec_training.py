@@ -8,11 +8,13 @@ import optax
 import pytest
 from flax import nnx
 
-from wan_streamer_jax.codecs import token_io, training
+from data_pipelines import token_data as token_io
+from wan_streamer_jax.codecs import training
 from wan_streamer_jax.codecs.synthetic import SyntheticSignalSource
 from wan_streamer_jax.config import load_config
 from wan_streamer_jax.parallel.mesh import make_mesh
 from wan_streamer_jax.config import MeshConfig
+from wan_streamer_jax.train.checkpoint import Checkpointer, run_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +25,6 @@ def cfg():
 
 
 def test_sharded_train_step_reduces_loss_and_checkpoint_reloads(cfg, tmp_path):
-  import orbax.checkpoint as ocp
   mesh = make_mesh(MeshConfig(data=2, fsdp=1, tensor=1), jax.devices()[:2])
   codec = training.create_codec(cfg, "audio")
   graphdef, params = nnx.split(codec)
@@ -42,11 +43,9 @@ def test_sharded_train_step_reduces_loss_and_checkpoint_reloads(cfg, tmp_path):
   assert losses[-1] < losses[0], losses
   assert set(m) >= {"l1", "mr_stft", "mel", "grad_norm", "perplexity/q0", "perplexity/q1"}
 
-  mgr = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
-  mgr.save(4, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                      config=ocp.args.JsonSave({"kind": "audio", "config": cfg.to_dict()})))
-  mgr.wait_until_finished()
-  mgr.close()
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+  ckpt.save(4, params, opt, run_meta("audio", cfg))
+  ckpt.close()
   loaded, kind, at = training.load_codec(str(tmp_path))
   assert (kind, at) == ("audio", 4)
   trained = nnx.merge(graphdef, jax.device_get(params))
@@ -54,15 +53,16 @@ def test_sharded_train_step_reduces_loss_and_checkpoint_reloads(cfg, tmp_path):
 
 
 def test_token_shards_roundtrip_and_resume_markers(tmp_path, cfg):
-  from launch.tokenize import ChunkEncoder, tokenize_conversation
+  import functools
   audio = training.create_codec(cfg, "audio")
   video = training.create_codec(cfg, "video")
   src = SyntheticSignalSource(cfg, 3, units=5)
   conv = dict(src[0], user_text=np.zeros((5, cfg.text.text_slots), np.int32),
               model_text=np.ones((5, cfg.text.text_slots), np.int32), conversation_id=b"c0")
   conv["user_camera_on"] = np.array([1, 1, 0, 0, 1], bool)
-  ex = tokenize_conversation(conv, cfg, ChunkEncoder(audio, 2, cfg.audio.samples_per_unit),
-                             ChunkEncoder(video, 2, 4))
+  (afns, ap), (vfns, vp) = audio.functional(), video.functional()
+  ex = token_io.tokenize_conversation(conv, cfg, functools.partial(afns.encode_chunked, ap, chunk_units=2),
+                                      functools.partial(vfns.encode_chunked, vp, chunk_units=2))
   # Chunked encoding (2-unit chunks, padded tail) == offline encoding of the whole conversation.
   np.testing.assert_array_equal(ex["audio_in"], np.asarray(audio.encode(conv["user_audio"][None]))[0])
   np.testing.assert_array_equal(ex["video_out"], np.asarray(video.encode(conv["model_video"][None]))[0].reshape(5, -1))

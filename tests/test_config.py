@@ -83,3 +83,14 @@ def test_bad_batches_fail_before_compile_naming_the_field():
     check_batch(cfg, {**good, "tokens": bad})
   with pytest.raises(ValueError, match=r"missing \['segment_ids'\]"):
     check_batch(cfg, {"tokens": good["tokens"], "unit_ids": good["unit_ids"]})
+
+
+def test_default_mesh_uses_every_device_and_checks_the_batch():
+  assert MeshConfig().shape(1, 4) == (1, 1, 1)
+  assert MeshConfig().shape(8, 8) == (8, 1, 1)
+  assert MeshConfig().shape(8, 4) == (4, 1, 2)  # the batch of 4 takes 4 devices, tensor the other 2
+  assert MeshConfig(fsdp=2).shape(8, 4) == (2, 2, 2)
+  with pytest.raises(ValueError, match=r"train.batch_size.*data\*fsdp = 8\*1 = 8.*got 4"):
+    MeshConfig(data=8).shape(8, 4)
+  with pytest.raises(ValueError, match=r"train.batch_size.*data\*fsdp = 4\*1 = 4.*got 6"):
+    MeshConfig(data=-1, tensor=2).shape(8, 6)

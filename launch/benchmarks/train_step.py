@@ -16,32 +16,11 @@ from wan_streamer_jax.parallel.mesh import make_mesh
 from wan_streamer_jax.train.random_data import random_token_batch
 from wan_streamer_jax.train.state import create_train_state
 from wan_streamer_jax.train.step import batch_shardings, make_train_step
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
-def _peak_probe(dtype, n: int):
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  f = jax.jit(lambda x, y: x @ y)
-  jax.block_until_ready(f(a, b))
-  return lambda: 2 * n ** 3 / _median_seconds(lambda: f(a, b), 3)
-
-
-def matmul_peak_flops(dtype=jnp.float32, n: int = 2048) -> float:
-  """Achievable dense matmul FLOP/s of one device (best of two square sizes)."""
-  return max(_peak_probe(dtype, n // 2)(), _peak_probe(dtype, n)())
+from wan_streamer_jax.train.throughput import median_seconds, peak_probe
 
 
 def _setup(cfg: Config):
-  mesh = make_mesh(cfg.mesh)
+  mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
   ts = create_train_state(cfg, mesh)
   step = make_train_step(cfg, ts, mesh)
   shard = batch_shardings(mesh)
@@ -60,7 +39,7 @@ def _setup(cfg: Config):
 def measure_units_per_second(cfg: Config, steps: int = 3) -> float:
   """Units consumed per second by the jitted train step (global batch)."""
   one_step, _ = _setup(cfg)
-  return cfg.train.batch_size * cfg.train.units_per_example / _median_seconds(one_step, steps)
+  return cfg.train.batch_size * cfg.train.units_per_example / median_seconds(one_step, steps)
 
 
 def run(cfg: Config, rounds: int = 5) -> dict:
@@ -74,10 +53,10 @@ def run(cfg: Config, rounds: int = 5) -> dict:
   tokens = cfg.train.batch_size * cfg.train.units_per_example * L
   flops_per_token = flops.train_flops_per_token(cfg)
   dtype = jnp.bfloat16 if cfg.model.compute_dtype == "bfloat16" else jnp.float32
-  probes = [_peak_probe(dtype, 1024), _peak_probe(dtype, 2048)]
+  probes = [peak_probe(dtype, 1024), peak_probe(dtype, 2048)]
   step_s, peaks, ratios = [], [], []
   for _ in range(rounds):
-    t = _median_seconds(one_step, 1)
+    t = median_seconds(one_step, 1)
     peak = max(p() for p in probes) * jax.device_count()
     step_s.append(t)
     peaks.append(peak)

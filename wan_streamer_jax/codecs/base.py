@@ -106,6 +106,11 @@ def _jitted(graphdef, method: str, postprocess: bool):
   return jax.jit(fn)
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_fns_step(fns):
+  return jax.jit(fns.encode_chunk)
+
+
 @dataclasses.dataclass(frozen=True)
 class CodecFns:
   """Pure streaming functions of one codec architecture (`graphdef` is static and hashable).
@@ -151,6 +156,38 @@ class CodecFns:
     model.check_input(chunk, unit=True, concrete_checks=False)
     codes, enc = model.encode_chunk(chunk, state.encoder)
     return CodecState(enc, state.decoder), codes
+
+  def encode_chunk(self, params, state: CodecState, x):
+    """`x`: any whole number of units `[B, n * unit_len, ...]`, with carried state -> (state, codes)."""
+    model = self._model(params)
+    model.check_input(x, unit=False, concrete_checks=False)
+    codes, enc = model.encode_chunk(x, state.encoder)
+    return CodecState(enc, state.decoder), codes
+
+  def encode_chunked(self, params, x, chunk_units: int = 16):
+    """Whole clip(s) `[B, units * unit_len, ...]` -> codes, in jitted chunks of `chunk_units` units.
+
+    One compile for any clip length (the tail is zero-padded to a whole chunk,
+    which by causality never changes earlier codes, and cut off again); equal
+    to `encode` on the whole clip. Host loop: call it outside `jax.jit`.
+    """
+    model = self._model(params)
+    model.check_input(x, unit=False)
+    unit_len = getattr(model.cfg, "samples_per_unit", None) or model.cfg.frames_per_unit
+    x = np.asarray(x)
+    total_units = x.shape[1] // unit_len
+    step_len = chunk_units * unit_len
+    pad = (-x.shape[1]) % step_len
+    if pad:
+      x = np.concatenate([x, np.zeros((x.shape[0], pad, *x.shape[2:]), x.dtype)], axis=1)
+    step = _jitted_fns_step(self)
+    state, outs = self.init_state(x.shape[0]), []
+    for i in range(x.shape[1] // step_len):
+      state, codes = step(params, state, x[:, i * step_len:(i + 1) * step_len])
+      outs.append(np.asarray(codes))
+    codes = np.concatenate(outs, axis=1)
+    per_unit = codes.shape[1] // (x.shape[1] // unit_len)
+    return codes[:, : total_units * per_unit]
 
   def decode_step(self, params, state: CodecState, codes, raw: bool = False):
     model = self._model(params)

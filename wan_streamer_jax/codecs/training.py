@@ -1,6 +1,7 @@
 """Codec training pieces: model creation, loss, sharded jitted train step, evaluation.
 
-Used by `launch/train_codec.py`. `kind` is "audio" or "video". Batches are the
+Used by `codecs.train_task` (the codec half of the training loop). `kind` is
+"audio" or "video" (`cfg.codec_train.kind`). Batches are the
 data pipeline's raw windows (`data_pipelines.pipelines.raw_pipeline`):
 audio float32 `[B, N * samples_per_unit]`, video uint8 `[B, N * 4, H, W, 3]`.
 Parameters are replicated over the mesh (the codecs are small); the batch is
@@ -21,10 +22,19 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from wan_streamer_jax.codecs import losses, metrics
 from wan_streamer_jax.codecs.audio_codec import AudioCodec
 from wan_streamer_jax.codecs.video_codec import VideoCodec, frames_to_float
-from wan_streamer_jax.config import Config
+from wan_streamer_jax.config import Config, ConfigError
 
 KINDS = ("audio", "video")
 BATCH_AXES = ("data", "fsdp")
+
+
+def codec_kind(cfg: Config, kind: str | None = None) -> str:
+  """The codec a run trains: `kind` if given, else `cfg.codec_train.kind` (a ConfigError if neither)."""
+  kind = kind or cfg.codec_train.kind
+  if kind not in KINDS:
+    raise ConfigError(f"config {cfg.name!r}: set codec_train.kind to audio or video (--config.codec_train.kind=audio), "
+                      f"got {kind!r}")
+  return kind
 
 
 def codec_config(cfg: Config, kind: str):
@@ -48,23 +58,23 @@ def _perplexity(codes: jax.Array, size: int) -> jax.Array:
 def loss_fn(kind: str, cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
   """`(model, batch) -> (loss, metrics)` for one codec kind."""
   if kind == "audio":
-    a = cfg.audio
+    a, w = cfg.audio, cfg.codec_train
 
     def f(model, batch):
       x = batch["audio"]
       out = model(x)
-      loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=a.l1_weight,
-                                      stft=a.stft_weight, mel=a.mel_weight)
+      loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=w.l1_weight,
+                                      stft=w.stft_weight, mel=w.mel_weight)
       ppl = _perplexity(out["codes"], a.codebook_size)
       return loss, {"loss": loss, **parts, **{f"perplexity/q{i}": ppl[i] for i in range(a.num_quantizers)}}
     return f
 
-  v = cfg.video
+  v, w = cfg.video, cfg.codec_train
 
   def g(model, batch):
     x = frames_to_float(batch["video"])
     out = model(x)
-    loss, parts = losses.video_loss(out["recon"], x, l1=v.l1_weight, l2=v.l2_weight, ssim_weight=v.ssim_weight)
+    loss, parts = losses.video_loss(out["recon"], x, l1=w.l1_weight, l2=w.l2_weight, ssim_weight=w.ssim_weight)
     mse255 = jnp.mean(((out["recon"] - x) * 127.5) ** 2)
     return loss, {"loss": loss, **parts, "psnr": 10 * jnp.log10(255.0 ** 2 / jnp.maximum(mse255, 1e-10)),
                   "perplexity/q0": _perplexity(out["codes"][..., None], v.codebook_size)[0]}
@@ -175,22 +185,14 @@ def evaluate(kind: str, codec, batches: Iterable[dict], keep_samples: int = 2) -
 
 
 def load_codec(workdir: str, step: int | None = None):
-  """Trained codec from a `launch/train_codec.py` run directory -> (codec, kind, step)."""
-  import os
-  import orbax.checkpoint as ocp
-  mgr = ocp.CheckpointManager(os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints"))
-  step = mgr.latest_step() if step is None else step
-  if step is None:
-    raise ValueError(f"load_codec: expected checkpoints under {workdir}/checkpoints, found none")
-  meta = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-  cfg, kind = Config.from_dict(meta["config"]), meta["kind"]
-  codec = create_codec(cfg, kind)
-  _, params = nnx.split(codec)
-  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), params)
-  restored = mgr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
-  nnx.update(codec, restored)
-  mgr.close()
+  """Trained codec from a `launch.train_codec` run directory -> (codec, kind, step).
+
+  A thin wrapper of `wan_streamer_jax.train.checkpoint.load_model` (the one checkpoint format).
+  """
+  from wan_streamer_jax.train.checkpoint import load_model
+  codec, _, kind, step = load_model(workdir, step=step)
+  if kind not in KINDS:
+    raise ValueError(f"load_codec: expected a codec run in {workdir}, found a {kind} run")
   return codec, kind, step
 
 

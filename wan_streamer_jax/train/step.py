@@ -16,7 +16,6 @@ from wan_streamer_jax.train.feed import BATCH_KEYS
 from wan_streamer_jax.train.state import TrainState
 
 
-
 def batch_shardings(mesh) -> dict:
   s = NamedSharding(mesh, logical_to_spec(("batch", "seq")))
   return {k: s for k in BATCH_KEYS}
@@ -51,4 +50,22 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
       return jitted(state, batch)
 
   run.jitted = jitted
+  return run
+
+
+def make_eval_step(cfg: Config, ts: TrainState, mesh) -> Callable:
+  """`eval_step(state, batch) -> metrics` (the train step's loss metrics, no update; nothing donated)."""
+  graphdef = ts.graphdef
+
+  def step(state, batch):
+    model, _ = nnx.merge(graphdef, state)
+    logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
+    return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"])[1]
+
+  jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(mesh)), out_shardings=None)
+
+  def run(state, batch):
+    with jax.set_mesh(mesh):
+      return jitted(state, batch)
+
   return run

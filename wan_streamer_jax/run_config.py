@@ -1,0 +1,153 @@
+"""Run settings: device mesh, optimizer, loss weights, training schedule, codec training."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from wan_streamer_jax.config_base import _fail
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh `(data, fsdp, tensor)`; -1 in one axis takes the remaining devices.
+
+  The default (`data=-1`) uses every device: data parallelism over as many
+  devices as divide the global batch, and any leftover factor on `tensor`
+  (when `tensor` is 1). An explicit shape that does not fit fails naming both
+  numbers.
+  """
+
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+
+  def shape(self, num_devices: int, batch_size: int | None = None) -> tuple[int, int, int]:
+    """Resolved `(data, fsdp, tensor)` for `num_devices`; with `batch_size`, data*fsdp divides it."""
+    dims = [self.data, self.fsdp, self.tensor]
+    if dims.count(-1) > 1:
+      _fail("mesh", "at most one axis set to -1", tuple(dims))
+    if any(d == 0 or d < -1 for d in dims):
+      _fail("mesh", "axis sizes >= 1 (or -1 for the remaining devices)", tuple(dims))
+    if -1 in dims:
+      auto = dims.index(-1)
+      known = math.prod(d for d in dims if d != -1)
+      if num_devices % known:
+        _fail("mesh", f"fixed axes whose product ({known}) divides the device count {num_devices}", tuple(dims))
+      rest = num_devices // known
+      if batch_size is not None and auto < 2:  # data or fsdp: the batch is sharded over data*fsdp
+        other = dims[1 - auto]
+        take = math.gcd(rest, batch_size // other) if batch_size % other == 0 else rest
+        if take < rest and dims[2] == 1:
+          dims[2] = rest // take  # devices the batch cannot use go to tensor parallelism
+          rest = take
+      dims[auto] = rest
+    if math.prod(dims) != num_devices:
+      _fail("mesh", f"data*fsdp*tensor equal to the device count {num_devices}",
+            f"{tuple(dims)} (product {math.prod(dims)})")
+    if batch_size is not None and batch_size % (dims[0] * dims[1]):
+      _fail("train.batch_size", f"a multiple of mesh data*fsdp = {dims[0]}*{dims[1]} = {dims[0] * dims[1]} "
+            f"(the batch is sharded over both; mesh {tuple(dims)})", batch_size)
+    return tuple(dims)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  learning_rate: float = 3e-3
+  warmup_steps: int = 10
+  decay_steps: int = 1000
+  end_lr_fraction: float = 0.1
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.01
+  grad_clip_norm: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Per-(kind, role) cross-entropy weights, keyed by group name."""
+
+  video_in: float = 0.0
+  audio_in: float = 0.1
+  text_in: float = 0.1
+  video_out: float = 1.0
+  audio_out: float = 1.0
+  text_out: float = 1.0
+  z_loss: float = 0.0
+
+  def group_weight(self, group: str) -> float:
+    return float(getattr(self, group))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Schedule of a training run (the Transformer or a codec); steps count optimizer updates."""
+
+  batch_size: int = 4  # global batch (all processes); a multiple of mesh data*fsdp
+  units_per_example: int = 8
+  num_steps: int = 20
+  seed: int = 0
+  log_every: int = 5
+  eval_every: int = 0  # 0 = evaluate only at the end (codecs) / never (Transformer without eval data)
+  checkpoint_every: int = 1000  # with --workdir: also at the end and on SIGTERM / SIGINT; 0 = only then
+  checkpoints_to_keep: int = 3
+
+  def __post_init__(self):
+    if self.batch_size < 1:
+      _fail("train.batch_size", "an int >= 1", self.batch_size)
+    if self.units_per_example < 2:
+      _fail("train.units_per_example", "an int >= 2 (next-unit prediction needs a next unit)", self.units_per_example)
+    for name in ("num_steps", "eval_every", "checkpoint_every"):
+      if getattr(self, name) < 0:
+        _fail(f"train.{name}", "an int >= 0", getattr(self, name))
+    if self.log_every < 1:
+      _fail("train.log_every", "an int >= 1", self.log_every)
+    if self.checkpoints_to_keep < 1:
+      _fail("train.checkpoints_to_keep", "an int >= 1", self.checkpoints_to_keep)
+
+
+STREAM_ROLES = ("mixed", "user", "model")
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecTrainConfig:
+  """How a codec is trained (`launch.train_codec`); saved with its checkpoint.
+
+  `kind` says which codec a run trains ("" in Transformer configs). Loss
+  weights: audio uses `l1`, `stft` (multi-resolution STFT) and `mel`; video
+  uses `l1`, `l2` and `ssim`. Windows of `train.units_per_example` units come
+  from the user's, the model's or both streams (`role`).
+  """
+
+  kind: str = ""  # "" | audio | video
+  l1_weight: float = 1.0
+  stft_weight: float = 1.0
+  mel_weight: float = 1.0
+  l2_weight: float = 1.0
+  ssim_weight: float = 0.1
+  role: str = "mixed"  # training windows: mixed | user | model
+  speech_oversample: int = 2  # audio: draw k x batch windows, train on the most speech-active
+  cache_streams: str = "auto"  # keep the trained kind's streams in memory: auto (audio only) | yes | no
+  data_threads: int = 1  # Grain read threads
+  eval_windows: int = 64  # held-out windows of the final evaluation (a quarter of them every eval_every)
+  eval_units: int = 25  # units per evaluation window (25 = 4 s)
+  eval_split: str = "validation"  # validation | test
+  eval_role: str = "mixed"
+
+  def __post_init__(self):
+    if self.kind not in ("", "audio", "video"):
+      _fail("codec_train.kind", "'' (a Transformer run), audio or video", self.kind)
+    for name in ("l1_weight", "stft_weight", "mel_weight", "l2_weight", "ssim_weight"):
+      if getattr(self, name) < 0:
+        _fail(f"codec_train.{name}", "a weight >= 0", getattr(self, name))
+    for name in ("role", "eval_role"):
+      if getattr(self, name) not in STREAM_ROLES:
+        _fail(f"codec_train.{name}", " | ".join(STREAM_ROLES), getattr(self, name))
+    if self.cache_streams not in ("auto", "yes", "no"):
+      _fail("codec_train.cache_streams", "auto | yes | no", self.cache_streams)
+    if self.eval_split not in ("validation", "test"):
+      _fail("codec_train.eval_split", "validation | test", self.eval_split)
+    for name in ("speech_oversample", "data_threads", "eval_windows", "eval_units"):
+      if getattr(self, name) < 1:
+        _fail(f"codec_train.{name}", "an int >= 1", getattr(self, name))

@@ -1,0 +1,107 @@
+"""The Transformer's half of a training run (`loop.Task`): sharded state, step, batches, evaluation.
+
+    mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
+    task = transformer_task(cfg, mesh)                                  # random tokens per step
+    task = transformer_task(cfg, mesh, source=TokenDataSource(dir, "train"),
+                            eval_source=TokenDataSource(dir, "validation"), data_info={...})
+    loop.train(task, workdir=...)
+
+Batches: int32 `[batch, units_per_example * tokens_per_unit]` `tokens`,
+`segment_ids`, `unit_ids`; each process feeds its own rows. With `source`
+(a random-access source of token examples, `data_pipelines.token_data`) the
+Grain token pipeline shuffles, windows and packs them, and its iterator
+position is checkpointed; without one, global batch `step` is random tokens
+seeded by `(train.seed, step)` (the position is the step).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from wan_streamer_jax import schedule
+from wan_streamer_jax.config import Config, ConfigError
+from wan_streamer_jax.model import flops
+from wan_streamer_jax.train.feed import check_batch, process_slice, to_global
+from wan_streamer_jax.train.loop import Task
+from wan_streamer_jax.train.optimizer import learning_rate_schedule
+from wan_streamer_jax.train.random_data import random_token_batch
+from wan_streamer_jax.train.state import abstract_train_state, create_train_state, replicated_fraction
+from wan_streamer_jax.train.step import batch_shardings, make_eval_step, make_train_step
+
+REPLICATED_LIMIT = 0.02  # MaxText fails a sharded run with more than 2% replicated parameters
+
+
+def split_state(state):
+  """nnx State of (model, optimizer) -> (params, opt) checkpoint items."""
+  return state[0], state[1]
+
+
+def join_state(template, params, opt):
+  """Inverse of `split_state` (`template`: any state with the same structure)."""
+  return jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(params) + jax.tree.leaves(opt))
+
+
+def transformer_task(cfg: Config, mesh, *, source=None, eval_source=None, eval_batches: int = 8,
+                     data_info: dict | None = None) -> Task:
+  """A `loop.Task` training the Transformer of `cfg` on `mesh` (see the module docstring)."""
+  rows = process_slice(cfg.train.batch_size)
+  n_rows = rows.stop - rows.start
+  ts = abstract_train_state(cfg, mesh)
+  repl = replicated_fraction(ts)
+  if mesh.shape["fsdp"] * mesh.shape["tensor"] > 1 and repl > REPLICATED_LIMIT:
+    raise ConfigError(f"{repl:.1%} of the parameters are replicated on mesh {dict(mesh.shape)} (limit 2%): "
+                      "check the logical-axis rules in wan_streamer_jax/parallel/rules.py")
+  step_fn = make_train_step(cfg, ts, mesh)
+  shardings = batch_shardings(mesh)
+  data_iter = None
+  if source is not None:
+    from data_pipelines import pipelines
+    data_iter = iter(pipelines.token_pipeline(source, cfg, batch_size=n_rows, seed=cfg.train.seed,
+                                              process_index=jax.process_index(),
+                                              process_count=jax.process_count()))
+
+  def next_batch(step: int) -> dict:
+    if data_iter is not None:
+      return next(data_iter)
+    return {k: v[rows] for k, v in random_token_batch(cfg, step).items()}
+
+  evaluate = None
+  if eval_source is not None:
+    eval_fn = make_eval_step(cfg, ts, mesh)
+
+    def evaluate(state, step: int, final: bool) -> dict:
+      from data_pipelines import pipelines
+      it = pipelines.token_pipeline(eval_source, cfg, batch_size=n_rows, seed=0, shuffle=False,
+                                    num_epochs=1, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+      sums, n = {}, 0
+      for _, local in zip(range(eval_batches), it):
+        m = jax.device_get(eval_fn(state, to_global(local, shardings)))
+        for k, v in m.items():
+          sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+      return {k: v / max(n, 1) for k, v in sums.items()}
+
+  L = schedule.unit_layout(cfg).tokens_per_unit
+  tokens = cfg.train.batch_size * cfg.train.units_per_example * L
+  lr = learning_rate_schedule(cfg.optimizer)
+  return Task(
+      kind="transformer", cfg=cfg, mesh=mesh,
+      init=lambda: create_train_state(cfg, mesh).state,
+      abstract=lambda: split_state(ts.state),
+      step=step_fn,
+      next_batch=next_batch,
+      to_global=lambda b: to_global(b, shardings),
+      split=split_state,
+      join=lambda p, o: join_state(ts.state, p, o),
+      data_info=dict(data_info or {"source": "random", "seed": cfg.train.seed}),
+      data_iter=data_iter,
+      check=lambda b: check_batch(cfg, b, n_rows),
+      evaluate=evaluate,
+      finish=(lambda state, step, tb: evaluate(state, step, True)) if evaluate else None,
+      units_per_step=cfg.train.batch_size * cfg.train.units_per_example,
+      flops_per_step=tokens * flops.train_flops_per_token(cfg),
+      learning_rate=lambda s: float(np.asarray(lr(s))),
+      postfix=("loss", "loss/text_out", "loss/audio_out", "loss/video_out"),
+  )
