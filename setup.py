@@ -29,11 +29,13 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10",
         "imageio-ffmpeg>=0.5,<1",
+        "pocketsphinx>=5.0,<6",  # the evaluation's speech judge (its wheel ships the en-us model)
     ],
     extras_require={"test": ["pytest>=8", "portpicker>=1.6"]},
     entry_points={"console_scripts": [
         "wan-train=launch.train:run",
         "wan-bench=launch.bench:run",
         "wan-describe=launch.describe:run",
+        "wan-evaluate=launch.evaluate:run",
     ]},
 )
