@@ -29,6 +29,7 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10",
         "imageio-ffmpeg>=0.5,<1",
+        "pocketsphinx>=5.0,<6",  # the evaluation's speech judge (its wheel ships the en-us model)
     ],
     extras_require={"test": ["pytest>=8", "portpicker>=1.6"], "tensorboard": ["tensorboard>=2.15"]},
     entry_points={"console_scripts": [
@@ -38,5 +39,6 @@ setup(
         "wan-make-dataset=launch.make_dataset:run",
         "wan-bench=launch.bench:run",
         "wan-describe=launch.describe:run",
+        "wan-evaluate=launch.evaluate:run",
     ]},
 )

@@ -45,6 +45,19 @@ class CorpusSpec:
   user_text_prob: float = 0.3  # the user has a text box (typed questions may appear)
   distractor_shape_prob: float = 0.2  # a shape is shown with nobody asking about it
   noise_level: float = 0.003  # user microphone noise (std)
+  # Units from the unit in which the user stops to the model's first reply unit, drawn uniformly
+  # from [lo, hi]. 2 (0.16-0.32 s after the user's last sample, 0.24 s on average; Moshi answers in
+  # 0.265 s on Full-Duplex-Bench): the shortest onset at which the model has heard one whole unit of
+  # silence before its reply's first unit is due (it emits unit t+1 after hearing unit t; at 1 it
+  # would have to commit inside the user's last unit), and a fixed one, so the start of a reply is a
+  # target the model can learn exactly instead of a 1-in-4 guess (the old 1..4 draw).
+  reply_onset_units: tuple[int, int] = (2, 2)
+
+  def __post_init__(self):
+    lo, hi = self.reply_onset_units
+    if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+      raise ValueError(f"CorpusSpec.reply_onset_units: expected (lo, hi) ints with 1 <= lo <= hi, "
+                       f"got {self.reply_onset_units!r}")
 
   @classmethod
   def from_config(cls, cfg: Config, **overrides) -> "CorpusSpec":
@@ -78,7 +91,8 @@ def generate_conversation(spec: CorpusSpec, split: str, index: int,
                                shape_colour=list(scenes.SHAPE_COLOURS)[int(rng.integers(len(scenes.SHAPE_COLOURS)))],
                                shape_kind=scenes.SHAPE_KINDS[int(rng.integers(len(scenes.SHAPE_KINDS)))])
   has_text_box = rng.random() < spec.user_text_prob
-  tl = Timeline(synth, rng, spu, user_voice, speech.MODEL_VOICE, spec.text_slots)
+  tl = Timeline(synth, rng, spu, user_voice, speech.MODEL_VOICE, spec.text_slots,
+                reply_onset=spec.reply_onset_units)
   tl.silence(int(rng.integers(0, 3)))
   records = []
   for task in tasks:

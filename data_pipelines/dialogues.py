@@ -4,13 +4,18 @@ Each task function places its turns on the timeline and returns a record of
 what the model is expected to do (answer text, the units involved). Tasks:
 
 - greeting: hello <-> hello (sometimes the model opens);
-- arithmetic: "what is three plus four" -> "seven" (sometimes typed, not spoken);
+- arithmetic: "what is three plus four" -> "the answer is seven" (sometimes typed, not spoken);
 - colour: "what colour is the shape I am showing" -> the colour seen in the
   user's video (or "your camera is off" / "I do not see a shape");
-- repeat: "repeat after me: purple monkey" -> "purple monkey";
+- repeat: "repeat after me: purple monkey" -> "you said purple monkey";
 - interrupt: the model talks, the user cuts in, the model stops within 1-3 units;
 - backchannel: the user talks in parts, the model says "mhm" in the pauses;
 - silence: the user asks for a moment, nobody talks for a while.
+
+Every reply that ends a user turn has at least four words: a Full-Duplex-Bench
+takeover is >= 1 s of speech or more than 3 words, so the reference model takes
+every turn it is scripted to take (a short "seven." would score as a
+backchannel), while backchannels ("mhm.", "I see.") stay below both limits.
 """
 
 from __future__ import annotations
@@ -66,51 +71,65 @@ def greeting(tl: Timeline, ctx: SceneContext) -> dict:
   return {"task": "greeting"}
 
 
-def arithmetic(tl: Timeline, ctx: SceneContext, typed_prob: float = 0.15) -> dict:
-  rng = tl.rng
-  op = _pick(rng, ("plus", "minus", "times"))
-  a, b = int(rng.integers(0, 11)), int(rng.integers(0, 11))
+ARITHMETIC_OPS = ("plus", "minus", "times")
+ARITHMETIC_OPERANDS = range(0, 11)  # both operands drawn uniformly from 0..10
+
+
+def arithmetic_result(a: int, op: str, b: int) -> tuple[int, int, int]:
+  """(a, b, result) as asked: "minus" swaps the operands so the result is never negative."""
   if op == "minus" and b > a:
     a, b = b, a
-  result = {"plus": a + b, "minus": a - b, "times": a * b}[op]
+  return a, b, {"plus": a + b, "minus": a - b, "times": a * b}[op]
+
+
+def arithmetic(tl: Timeline, ctx: SceneContext, typed_prob: float = 0.15) -> dict:
+  rng = tl.rng
+  op = _pick(rng, ARITHMETIC_OPS)
+  a, b = int(rng.integers(0, 11)), int(rng.integers(0, 11))
+  a, b, result = arithmetic_result(a, op, b)
   question = f"what is {number_words(a)} {op} {number_words(b)}?"
   answer = number_words(result)
   typed = rng.random() < typed_prob
   (tl.user_types if typed else tl.user_says)(question, "arithmetic")
-  reply = _pick(rng, (f"{answer}.", f"it is {answer}.", f"{number_words(a)} {op} {number_words(b)} is {answer}."))
+  reply = _pick(rng, (f"the answer is {answer}.", f"I think it is {answer}.",
+                      f"{number_words(a)} {op} {number_words(b)} is {answer}."))
   turn = tl.model_replies(reply, "arithmetic", answer=answer)
   return {"task": "arithmetic", "answer": answer, "typed": typed, "turn": turn}
 
 
-def colour(tl: Timeline, ctx: SceneContext, no_shape_prob: float = 0.15) -> dict:
+NO_SHAPE_PROB = 0.15
+CAMERA_OFF_ANSWER, NO_SHAPE_ANSWER = "your camera is off", "I do not see any shape"
+
+
+def colour(tl: Timeline, ctx: SceneContext, no_shape_prob: float = NO_SHAPE_PROB) -> dict:
   rng = tl.rng
   show = rng.random() >= no_shape_prob
   show_from = tl.cursor + int(rng.uniform(0.0, 1.0) * tl.spu)
   q = tl.user_says(_pick(rng, ("what colour is the shape I am showing?", "can you tell me the colour of this shape?",
                                "what colour is this?")), "colour", gap=(2.0, 4.0))
   if not ctx.camera_on:
-    answer = "your camera is off"
+    answer = CAMERA_OFF_ANSWER
     reply = f"I cannot see you, {answer}."
   elif not show:
-    answer = reply = "I do not see any shape"
+    answer = reply = NO_SHAPE_ANSWER
     reply += "."
   else:
     answer = ctx.shape_colour
-    reply = _pick(rng, (f"it is {answer}.", f"that is {answer}.", f"I see a {answer} {ctx.shape_kind}."))
+    reply = _pick(rng, (f"the shape is {answer}.", f"I think that is {answer}.", f"I see a {answer} {ctx.shape_kind}."))
   turn = tl.model_replies(reply, "colour", answer=answer)
   if show:
     ctx.shape_spans.append((min(show_from, q.start), turn.end + int(rng.integers(1, 4)) * tl.spu))
   return {"task": "colour", "answer": answer, "shape_shown": show, "turn": turn}
 
 
-_REPEAT_WORDS = ("purple monkey", "banana boat", "seven blue tables", "quiet river", "green apple pie",
+REPEAT_PHRASES = ("purple monkey", "banana boat", "seven blue tables", "quiet river", "green apple pie",
                  "tiny robot", "happy birthday", "silver moon", "orange cat", "windy hill")
 
 
 def repeat(tl: Timeline, ctx: SceneContext) -> dict:
-  phrase = _pick(tl.rng, _REPEAT_WORDS)
+  phrase = _pick(tl.rng, REPEAT_PHRASES)
   tl.user_says(f"repeat after me: {phrase}.", "repeat")
-  turn = tl.model_replies(f"{phrase}.", "repeat", answer=phrase)
+  turn = tl.model_replies(f"you said {phrase}.", "repeat", answer=phrase)
   return {"task": "repeat", "answer": phrase, "turn": turn}
 
 
@@ -127,7 +146,7 @@ def interrupt(tl: Timeline, ctx: SceneContext) -> dict:
                "interrupt")
   cut_in = _pick(rng, ("wait, stop please.", "sorry, hold on a second.", "hang on, let me say something."))
   model, _ = tl.model_interrupted(_pick(rng, _LONG_REPLIES), cut_in, "interrupt")
-  tl.model_replies(_pick(rng, ("okay, go ahead.", "sure, I am listening.", "sorry, please go on.")), "interrupt")
+  tl.model_replies(_pick(rng, ("okay, please go ahead.", "sure, I am listening.", "sorry, please go on.")), "interrupt")
   return {"task": "interrupt", "interrupt_unit": tl.events["interrupt_unit"],
           "stop_unit": tl.events["stop_unit"], "interrupted": model.interrupted}
 
@@ -149,7 +168,7 @@ def backchannel(tl: Timeline, ctx: SceneContext) -> dict:
         n_bc += 1
       else:
         tl.silence(int(rng.integers(1, 3)))
-  tl.model_replies(_pick(rng, ("that sounds lovely.", "thank you for telling me.", "oh, I understand.")),
+  tl.model_replies(_pick(rng, ("oh, that sounds lovely.", "thank you for telling me.", "I understand, thank you.")),
                    "backchannel")
   return {"task": "backchannel", "backchannels": n_bc}
 
@@ -157,11 +176,11 @@ def backchannel(tl: Timeline, ctx: SceneContext) -> dict:
 def silence(tl: Timeline, ctx: SceneContext) -> dict:
   rng = tl.rng
   tl.user_says(_pick(rng, ("give me a second.", "hold on, let me think.", "one moment please.")), "silence")
-  tl.model_replies(_pick(rng, ("sure, take your time.", "of course.")), "silence")
+  tl.model_replies(_pick(rng, ("sure, take your time.", "of course, take your time.")), "silence")
   units = int(rng.integers(8, 21))
   tl.silence(units)
   tl.user_says(_pick(rng, ("okay, I am back.", "alright, thanks.")), "silence")
-  tl.model_replies(_pick(rng, ("welcome back.", "great.")), "silence")
+  tl.model_replies(_pick(rng, ("welcome back, I am here.", "great, let us continue.")), "silence")
   return {"task": "silence", "silent_units": units}
 
 

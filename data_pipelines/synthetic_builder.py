@@ -5,7 +5,8 @@
     source = builder.as_data_source("train")   # random access, numpy dicts
 
 Builder configs are named `{size}_{H}x{W}_{rate}hz_t{text_slots}_s{seed}`
-(e.g. `tiny_64x64_16000hz_t8_s0`), so corpora for different model configs
+(e.g. `tiny_64x64_16000hz_t8_s0`; `_onset{lo}-{hi}` appended for a non-default
+reply onset), so corpora for different model configs
 sit side by side in one data_dir. Sizes (conversations per split):
 tiny 24/4/4 (tests), small 1000/100/100, full 20000/500/500. A 64x64
 conversation (~70 units) takes ~1 MB on disk (float32 audio, zlib-compressed video).
@@ -64,6 +65,8 @@ class SyntheticDialoguesConfig(tfds.core.BuilderConfig):
     if size not in SIZES:
       raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     name = f"{size}_{spec.height}x{spec.width}_{spec.sample_rate}hz_t{spec.text_slots}_s{spec.seed}"
+    if spec.reply_onset_units != CorpusSpec.reply_onset_units:
+      name += "_onset{}-{}".format(*spec.reply_onset_units)
     super().__init__(name=name, description=f"{size} synthetic dialogue corpus, {spec}", **kwargs)
     self.size = size
     self.spec = spec
@@ -73,8 +76,10 @@ class SyntheticDialoguesConfig(tfds.core.BuilderConfig):
 class SyntheticDialogues(tfds.core.GeneratorBasedBuilder):
   """User <-> model audio-visual conversations: speech (eSpeak NG), scenes, avatar, aligned text."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Replies that end a user turn have >= 4 words (Full-Duplex-Bench takeovers); "
+                            "reply onset a corpus setting, default 2 units (was drawn from 1..4)."}
   BUILDER_CONFIGS = [SyntheticDialoguesConfig(size=s, spec=CorpusSpec()) for s in SIZES]
 
   @tfds.core.utils.classproperty

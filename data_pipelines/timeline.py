@@ -5,7 +5,8 @@ unit. The user speaks off the unit grid (random sub-unit jitter); the model
 starts speaking on unit boundaries (it emits one unit per step). Timing rules:
 
 - a model reply starts `onset` units after the unit in which the user stopped
-  (onset drawn from 1..4; recorded per turn);
+  (onset drawn from `reply_onset`, a corpus setting: `CorpusSpec.reply_onset_units`;
+  recorded per turn);
 - an interrupted model turn is cut at the boundary of the unit `stop_after`
   (1..3) units after the unit in which the user started talking over it,
   with a 10 ms fade-out;
@@ -56,8 +57,11 @@ class Timeline:
   """Builds the turn list of one conversation; `cursor` is where the floor is free again."""
 
   def __init__(self, synth: SpeechSynthesizer, rng: np.random.Generator, samples_per_unit: int,
-               user_voice: Voice, model_voice: Voice, text_slots: int):
+               user_voice: Voice, model_voice: Voice, text_slots: int, reply_onset: tuple[int, int] = (2, 2)):
+    if not (1 <= reply_onset[0] <= reply_onset[1]):
+      raise ValueError(f"reply_onset: expected (lo, hi) units with 1 <= lo <= hi, got {reply_onset!r}")
     self.synth, self.rng, self.spu = synth, rng, samples_per_unit
+    self.reply_onset = (int(reply_onset[0]), int(reply_onset[1]))
     self.user_voice, self.model_voice = user_voice, model_voice
     self.text_slots = text_slots
     self.turns: list[Turn] = []
@@ -109,8 +113,9 @@ class Timeline:
     self.turns.append(turn)
     return turn
 
-  def model_replies(self, text: str, task: str, answer: str | None = None, onset=(1, 4)) -> Turn:
-    """The model answers `onset` (drawn from the range) units after the user's last unit."""
+  def model_replies(self, text: str, task: str, answer: str | None = None, onset=None) -> Turn:
+    """The model answers `onset` (drawn from the range; default `reply_onset`) units after the user's last unit."""
+    onset = onset or self.reply_onset
     d = int(self.rng.integers(onset[0], onset[1] + 1))
     user_unit = self.last_unit(self.last_user_end)
     start_unit = max(user_unit + d, self.last_unit(self.cursor) + 1)
@@ -137,7 +142,7 @@ class Timeline:
 
     Returns (model_turn, user_turn). Records `interrupt_unit` and `stop_unit` in `events`.
     """
-    d = int(self.rng.integers(1, 5))
+    d = int(self.rng.integers(self.reply_onset[0], self.reply_onset[1] + 1))
     model = self._model_turn(model_text, task, "speech", self.last_unit(self.last_user_end) + d, onset=d)
     lo = model.start + 3 * self.spu
     hi = max(lo + 1, model.end - (stop_after[1] + 2) * self.spu)

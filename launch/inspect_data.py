@@ -1,4 +1,5 @@
-"""Writes a few conversations as WAV + GIF (+ MP4 with sound when ffmpeg is there) + a PNG contact sheet.
+"""Writes a few conversations as WAV + GIF (+ MP4 with sound when ffmpeg is there) + a PNG contact sheet
+(frames, text slots and loudness per unit, with a legend of its marks).
 
     python -m launch.inspect_data --config=configs/small.py --num=3 --out_dir=/tmp/wan_inspect
     python -m launch.inspect_data --config=configs/small.py --size=small --data_dir=~/tensorflow_datasets

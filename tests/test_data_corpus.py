@@ -123,7 +123,7 @@ def test_turn_timing(conversations):
     kinds |= {t["task"] for t in m["tasks"]}
     for t in m["turns"]:
       if t["speaker"] == "model" and t["kind"] == "speech" and t["onset_units"] is not None:
-        assert 1 <= t["onset_units"] <= 4, t
+        assert t["onset_units"] == SPEC.reply_onset_units[0] == SPEC.reply_onset_units[1], t
         assert t["start_sample"] % spu == 0  # the model starts on the unit clock
     for rec in m["tasks"]:
       if rec["task"] == "interrupt" and rec["interrupted"]:
@@ -135,6 +135,29 @@ def test_turn_timing(conversations):
                   and t["start_sample"] > cut["start_sample"])
         assert np.abs(ex["model_audio"][rec["stop_unit"] * spu:nxt]).max() == 0.0
   assert len(kinds) >= 5, kinds
+
+
+def test_reply_onset_is_a_corpus_setting():
+  spec = CorpusSpec.from_config(CFG, reply_onset_units=(4, 5))
+  onsets = set()
+  for i in range(3):
+    m = _meta(generate_conversation(spec, "train", i))
+    onsets |= {t["onset_units"] for t in m["turns"] if t["speaker"] == "model" and t["kind"] == "speech"
+               and t["onset_units"] is not None}
+  assert onsets and onsets <= {4, 5}, onsets
+  with pytest.raises(ValueError, match="reply_onset_units"):
+    CorpusSpec(reply_onset_units=(0, 2))
+
+
+def test_turn_ending_replies_are_takeovers(conversations):
+  # Full-Duplex-Bench counts a reply as taking the turn at > 3 words (or >= 1 s): every scripted
+  # reply to a user turn must, backchannels must not.
+  for ex in conversations:
+    for t in _meta(ex)["turns"]:
+      if t["speaker"] == "model" and t["kind"] == "speech" and not t["interrupted"]:
+        assert len(t["text"].split()) > 3, t["text"]
+      if t["kind"] == "backchannel":
+        assert len(t["text"].split()) <= 2, t["text"]
 
 
 def test_text_layout_queue_and_specials():

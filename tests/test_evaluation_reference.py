@@ -1,0 +1,59 @@
+"""The reference row: the corpus' own model streams played as the model meet every ceiling.
+
+This checks the metric code end to end (events from the script, timelines from
+audio and text, the recogniser's grammars, lip sync, report and plots) through
+`runner.evaluate`, the code path the model row takes.
+"""
+
+import json
+import os
+
+import pytest
+
+from wan_streamer_jax.config import Config
+from wan_streamer_jax.evaluation import runner
+
+CFG = Config()
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+  examples = runner.held_out_dialogues(CFG, split="test", num=10)
+  return runner.evaluate(examples, CFG, str(tmp_path_factory.mktemp("eval")))
+
+
+def test_reference_row_meets_the_ceilings(result):
+  s = result["summary"]["reference"]
+  assert s["pause_handling"]["n"] > 0 and s["pause_handling"]["takeover_rate"] == 0.0
+  assert s["turn_taking"]["n"] > 0 and s["turn_taking"]["takeover_rate"] == 1.0
+  # The corpus replies 2 units after the unit where the user stops: 0.16 .. 0.32 s after the last sample.
+  assert 0.16 <= s["turn_taking"]["median_latency_s"] <= 0.32 + 1e-6
+  assert s["interruption"]["n"] > 0 and s["interruption"]["talking_at_barge_in"] == 1.0
+  assert s["interruption"]["median_stop_latency_s"] <= 0.48 + 1e-6  # the corpus stops within 3 units
+  assert s["interruption"]["takeover_rate_after"] == 1.0
+  assert s["backchannel"]["per_second"] > 0.2
+  for task in ("arithmetic", "colour", "repeat"):
+    a = s["answers"][task]
+    assert a["n"] > 0 and a["text_accuracy"] == 1.0, (task, a)
+    assert a["speech_accuracy"] >= 0.8, (task, a)  # the recogniser's ceiling on the reference speech
+    assert a["chance"]["guess"] < 0.2
+  assert s["lip_sync"]["median_best_lag"] == 0 and s["lip_sync"]["within_one_frame"] == 1.0
+  assert s["lip_sync"]["mean_peak_correlation"] > 0.9
+  assert s["reply_speech"]["replied"] == 1.0 and s["reply_speech"]["mean_log_mel_distance"] < 1e-3
+
+
+def test_report_and_timelines_are_written(result):
+  with open(result["files"]["report"]) as f:
+    saved = json.load(f)
+  assert saved["headline"]["reference"] == result["headline"]["reference"]
+  assert len(saved["scores"]["reference"]) == 10 and "| turn_taking_takeover_rate |" in saved["table"]
+  assert len(result["files"]["timelines"]) == 10
+  for path in result["files"]["timelines"]:
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(path) > 10_000
+
+
+def test_held_out_only():
+  with pytest.raises(ValueError, match="held-out"):
+    runner.held_out_dialogues(CFG, split="train", num=1)

@@ -1,0 +1,1 @@
+"""Behaviour evaluation the Full-Duplex-Bench way (DESIGN §8): timelines, metrics, reference row, plots."""

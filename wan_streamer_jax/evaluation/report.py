@@ -1,0 +1,68 @@
+"""One evaluation row (a model, or the reference) from its per-dialogue scores; the headline table.
+
+A row's summary holds every figure of DESIGN §8 with its counts; the
+reference row (the corpus' own model streams played as the model) is the
+ceiling each figure is read against, and Moshi's published Full-Duplex-Bench
+v1.0 figures are given for orientation (different data: not comparable).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wan_streamer_jax.evaluation import answers as answers_lib
+from wan_streamer_jax.evaluation import turn_taking
+
+# Full-Duplex-Bench v1.0 README, Moshi (orientation only: other dialogues, other judge).
+MOSHI_FULL_DUPLEX_BENCH = {"pause_takeover_rate": 0.985, "turn_taking_takeover_rate": 0.941,
+                           "turn_taking_latency_s": 0.265, "interruption_latency_s": 0.257}
+
+
+def _finite_mean(xs) -> float | None:
+  xs = [float(x) for x in xs if x is not None and np.isfinite(x)]
+  return float(np.mean(xs)) if xs else None
+
+
+def summarise_row(scores: list[dict]) -> dict:
+  """Aggregates `score_dialogue` outputs of one row."""
+  summary = {"dialogues": len(scores)}
+  summary.update(turn_taking.summarise([s["turn_taking"] for s in scores]))
+  summary["answers"] = answers_lib.summarise([a for s in scores for a in s["answers"]])
+  lags = [s["lip_sync"]["best_lag"] for s in scores if s["lip_sync"]["best_lag"] is not None]
+  summary["lip_sync"] = {
+      "n": len(lags), "median_best_lag": float(np.median(lags)) if lags else None,
+      "within_one_frame": float(np.mean(np.abs(lags) <= 1)) if lags else None,
+      "mean_peak_correlation": _finite_mean(s["lip_sync"]["peak"] for s in scores),
+      "mean_confidence": _finite_mean(s["lip_sync"]["confidence"] for s in scores)}
+  replies = [r for s in scores for r in s["replies"]]
+  summary["reply_speech"] = {"n": len(replies), "replied": _finite_mean(r["replied"] for r in replies),
+                             "mean_log_mel_distance": _finite_mean(r["log_mel_distance"] for r in replies)}
+  return summary
+
+
+def headline(summary: dict) -> dict:
+  """The figures of the README table, flat (None where a row has no events of that kind)."""
+  a = summary["answers"]
+  return {
+      "pause_takeover_rate": summary["pause_handling"]["takeover_rate"],
+      "backchannels_per_s": summary["backchannel"]["per_second"],
+      "turn_taking_takeover_rate": summary["turn_taking"]["takeover_rate"],
+      "turn_taking_median_latency_s": summary["turn_taking"]["median_latency_s"],
+      "interruption_median_stop_latency_s": summary["interruption"]["median_stop_latency_s"],
+      "interruption_takeover_rate_after": summary["interruption"]["takeover_rate_after"],
+      **{f"{t}_text_accuracy": a[t]["text_accuracy"] for t in answers_lib.ANSWER_TASKS},
+      **{f"{t}_speech_accuracy": a[t]["speech_accuracy"] for t in answers_lib.ANSWER_TASKS},
+      "lip_sync_median_lag_frames": summary["lip_sync"]["median_best_lag"],
+      "lip_sync_mean_peak": summary["lip_sync"]["mean_peak_correlation"],
+      "reply_log_mel_distance": summary["reply_speech"]["mean_log_mel_distance"],
+  }
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+  """A markdown table of `headline` figures: one column per row name (e.g. model, reference)."""
+  names = list(rows)
+  keys = list(next(iter(rows.values())))
+  fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+  lines = ["| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  lines += [f"| {k} | " + " | ".join(fmt(rows[n][k]) for n in names) + " |" for k in keys]
+  return "\n".join(lines)

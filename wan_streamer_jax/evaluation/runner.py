@@ -1,0 +1,169 @@
+"""Runs the behaviour evaluation on held-out dialogues and writes what a person can check.
+
+    report = evaluate(examples, cfg, out_dir)                          # reference row only
+    report = evaluate(examples, cfg, out_dir, engine=engine, params=engine.params)   # + model row
+
+Rows (all scored by the same code, `dialogue_score.score_dialogue`):
+- `reference`: the corpus' own model streams played as the model (the ceiling,
+  and a check of the metric code);
+- `reference_codec` (with `audio_codec`): the same with its speech through the
+  audio codec's round trip (what the codec alone costs the recogniser);
+- `model`: the engine's free-running streams, the user's streams teacher-forced.
+
+Writes `out_dir/report.json` (settings, per-row summaries, headline table, per
+dialogue scores) and `out_dir/timelines/<conversation_id>_<row>.png`; for the
+model row, `out_dir/media/` gets each dialogue's model streams as `.npz`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from wan_streamer_jax.config import Config
+from wan_streamer_jax.evaluation import plots, report, streams
+from wan_streamer_jax.evaluation.dialogue_score import score_dialogue
+from wan_streamer_jax.evaluation.settings import EvalSettings
+
+
+def _batches(xs: list, size: int):
+  for i in range(0, len(xs), size):
+    yield xs[i:i + size]
+
+
+def run_engine(engine, params, examples: list[dict], seed: int = 0) -> dict:
+  """The engine's outputs `[U, S, ...]` (numpy) for `examples` in its slots, via `run_stream`."""
+  from wan_streamer_jax.streaming import run_stream
+  S = engine.num_slots
+  if len(examples) > S:
+    raise ValueError(f"run_engine: {len(examples)} dialogues do not fit the engine's {S} slots")
+  inputs, active, reset = streams.engine_inputs(examples, num_slots=S)
+  engine.check_inputs({k: v[0] for k, v in inputs.items()}, active[0], reset[0])
+  state = engine.init_state(seed=seed)
+  _, outputs = run_stream(engine, params, state, inputs, active_seq=active, reset_seq=reset)
+  import jax
+  return jax.tree.map(np.asarray, jax.device_get(outputs))
+
+
+def random_engine(cfg: Config, num_slots: int, seed: int = 0):
+  """A streaming engine over a random-init model and random-init codecs of `cfg` (tests, smoke runs)."""
+  from wan_streamer_jax.codecs.training import create_codec
+  from wan_streamer_jax.model.transformer import create_model
+  from wan_streamer_jax.streaming import StreamingEngine
+  return StreamingEngine(cfg, create_model(cfg, seed), create_codec(cfg, "audio", seed),
+                         create_codec(cfg, "video", seed), num_slots=num_slots)
+
+
+def codec_round_trip(audio_codec, audio: np.ndarray) -> np.ndarray:
+  """float32 `[samples]` through the audio codec's encode + decode (offline call, trailing partial frame padded)."""
+  spf = audio_codec.cfg.samples_per_frame
+  n = audio.shape[0]
+  x = np.zeros((1, -(-n // spf) * spf), np.float32)
+  x[0, :n] = audio
+  y = audio_codec.decode(audio_codec.encode(x))
+  return np.asarray(y, np.float32)[0, :n]
+
+
+def score_row(examples: list[dict], outputs_of, sample_rate: int, settings: EvalSettings, judge,
+              batch: int) -> tuple[list[dict], list]:
+  """Scores every dialogue; `outputs_of(batch_examples)` gives engine-format outputs. Returns (scores, streams)."""
+  scores, model_streams = [], []
+  for group in _batches(examples, batch):
+    outputs = outputs_of(group)
+    for s, ex in enumerate(group):
+      st = streams.streams_of(outputs, s, int(ex["num_units"]))
+      model_streams.append(st)
+      scores.append(score_dialogue(ex, st, sample_rate, settings, judge))
+  return scores, model_streams
+
+
+def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, params=None, audio_codec=None,
+             settings: EvalSettings = EvalSettings(), seed: int = 0, plot: bool = True,
+             progress: bool = False) -> dict:
+  """Evaluates the rows (module docstring) on `examples` (corpus dicts); writes and returns the report."""
+  if not examples:
+    raise ValueError("evaluate: expected at least one held-out dialogue")
+  sr = cfg.audio.sample_rate
+  judge = None
+  if settings.use_recognizer:
+    from wan_streamer_jax.evaluation.recognizer import SpeechJudge
+    judge = SpeechJudge(sr)
+  os.makedirs(out_dir, exist_ok=True)
+  if progress:
+    from tqdm import tqdm
+    examples = list(tqdm(examples, desc="held-out dialogues"))
+  rows: dict[str, tuple[list, list]] = {}
+  rows["reference"] = score_row(examples, lambda g: streams.reference_outputs(g, sr), sr, settings, judge, 8)
+  if audio_codec is not None:
+    def coded(group):
+      out = streams.reference_outputs(group, sr)
+      for s, ex in enumerate(group):
+        n = int(ex["num_units"])
+        out["audio"][:n, s] = codec_round_trip(audio_codec, out["audio"][:n, s].reshape(-1)).reshape(n, -1)
+      return out
+    rows["reference_codec"] = score_row(examples, coded, sr, settings, judge, 8)
+  if engine is not None:
+    params = engine.params if params is None else params
+    rows["model"] = score_row(examples, lambda g: run_engine(engine, params, g, seed), sr, settings, judge,
+                              engine.num_slots)
+  summaries = {name: report.summarise_row(scores) for name, (scores, _) in rows.items()}
+  result = {
+      "settings": dataclasses.asdict(settings), "sample_rate": sr, "config": cfg.name,
+      "dialogues": [str(s["conversation_id"]) for s in rows["reference"][0]],
+      "summary": summaries,
+      "headline": {name: report.headline(s) for name, s in summaries.items()},
+      "moshi_full_duplex_bench": report.MOSHI_FULL_DUPLEX_BENCH,
+      "scores": {name: scores for name, (scores, _) in rows.items()},
+  }
+  result["table"] = report.markdown_table(result["headline"])
+  files = {"report": os.path.join(out_dir, "report.json"), "timelines": [], "streams": []}
+  if plot:
+    os.makedirs(os.path.join(out_dir, "timelines"), exist_ok=True)
+    for name, (_, sts) in rows.items():
+      for ex, st in zip(examples, sts):
+        path = os.path.join(out_dir, "timelines", f"{_cid(ex)}_{name}.png")
+        plots.timeline_figure(ex, st, sr, settings, title=f"{_cid(ex)} [{name}]").savefig(path, dpi=90)
+        plots.close_all()
+        files["timelines"].append(path)
+  if "model" in rows:
+    os.makedirs(os.path.join(out_dir, "media"), exist_ok=True)
+    for ex, st in zip(examples, rows["model"][1]):
+      path = os.path.join(out_dir, "media", f"{_cid(ex)}_model_streams.npz")
+      np.savez_compressed(path, **dataclasses.asdict(st))
+      files["streams"].append(path)
+  result["files"] = files
+  with open(files["report"], "w") as f:
+    json.dump(result, f, indent=1, default=_json_default)
+  return result
+
+
+def _cid(ex: dict) -> str:
+  cid = ex["conversation_id"]
+  return cid.decode() if isinstance(cid, bytes) else str(cid)
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer, np.floating, np.bool_)):
+    return x.item()
+  raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def held_out_dialogues(cfg: Config, *, split: str = "test", num: int = 16, start: int = 0,
+                       data_dir: str | None = None, corpus_size: str = "small", seed: int = 0) -> list[dict]:
+  """Held-out corpus dialogues: read from a built corpus at `data_dir`, else generated (the same bytes)."""
+  if split == "train":
+    raise ValueError("held_out_dialogues: split must be a held-out split (validation | test), got 'train'")
+  if data_dir:
+    from data_pipelines.synthetic_builder import make_synthetic_builder
+    builder = make_synthetic_builder(cfg, corpus_size, data_dir=os.path.expanduser(data_dir), seed=seed)
+    if not builder.is_prepared():
+      raise ValueError(f"held_out_dialogues: no prepared corpus at {builder.data_dir} "
+                       "(build it with launch.make_dataset, or leave data_dir unset to generate)")
+    source = builder.as_data_source(split)
+    return [source[i] for i in range(start, min(len(source), start + num))]
+  from data_pipelines.corpus import CorpusSpec, generate_conversation
+  spec = CorpusSpec.from_config(cfg, seed=seed)
+  return [generate_conversation(spec, split, i) for i in range(start, start + num)]
