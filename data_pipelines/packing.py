@@ -50,16 +50,32 @@ def window_tokens(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> 
 
 
 class TokenWindow(grain.transforms.RandomMap):
-  """Token example -> {"tokens": int32 [n * L]} for a random window of n = min(max_units, units) units."""
+  """Token example -> {"tokens", "unit_ids": int32 [n * L]}, n = min(max_units, units) units.
 
-  def __init__(self, layout: schedule.UnitLayout, max_units: int):
-    self.layout, self.max_units = layout, int(max_units)
+  Without sinks: a random window of n units, unit ids from 0 at its start. With
+  `sink_units = k > 0` (streaming with an attention window keeps the
+  conversation's first k units as sinks): the conversation's units `[0, k)`
+  followed by a random run `[s, s + n - k)`, `s >= k`, with their absolute
+  unit ids (the sink rule `unit < k` and RoPE then see what streaming sees;
+  the loss skips the target across the gap, see `schedule.next_unit_targets`).
+  """
+
+  def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0):
+    if sink_units and not sink_units < max_units:
+      raise ValueError(f"sink_units: expected fewer than the window's {max_units} units, got {sink_units}")
+    self.layout, self.max_units, self.sinks = layout, int(max_units), int(sink_units)
 
   def random_map(self, ex: dict, rng: np.random.Generator) -> dict:
     units = int(ex["num_units"])
-    n = min(self.max_units, units)
-    start = int(rng.integers(0, units - n + 1))
-    return {"tokens": window_tokens(self.layout, ex, start, n)}
+    n, L, k = min(self.max_units, units), self.layout.tokens_per_unit, self.sinks
+    if k and units > n:
+      start = int(rng.integers(k, units - (n - k) + 1))
+      tokens = np.concatenate([window_tokens(self.layout, ex, 0, k), window_tokens(self.layout, ex, start, n - k)])
+      ids = np.concatenate([np.arange(k), np.arange(start, start + n - k)])
+    else:
+      start = int(rng.integers(0, units - n + 1))
+      tokens, ids = window_tokens(self.layout, ex, start, n), np.arange(n)
+    return {"tokens": tokens, "unit_ids": np.repeat(ids, L).astype(np.int32)}
 
 
 class _Finalize(grain.transforms.Map):
@@ -68,15 +84,18 @@ class _Finalize(grain.transforms.Map):
 
   def map(self, packed: dict) -> dict:
     seg = packed["tokens_segment_ids"].astype(np.int32)
+    units = packed["unit_ids"] if "unit_ids" in packed else packed["tokens_positions"] // self.L
     return {"tokens": packed["tokens"].astype(np.int32), "segment_ids": seg,
-            "unit_ids": np.where(seg > 0, packed["tokens_positions"] // self.L, 0).astype(np.int32)}
+            "unit_ids": np.where(seg > 0, units, 0).astype(np.int32)}
 
 
 def pack_windows(ds: grain.IterDataset, seq_units: int, tokens_per_unit: int, num_packing_bins: int = 4,
-                 seed: int = 0) -> grain.IterDataset:
-  """Packs `{"tokens": [n * L]}` windows (n <= seq_units) into `{"tokens", "segment_ids", "unit_ids"}` `[S]`."""
+                 seed: int = 0, with_unit_ids: bool = True) -> grain.IterDataset:
+  """Packs `{"tokens", "unit_ids": [n * L]}` windows (n <= seq_units; `TokenWindow`'s) into `{"tokens",
+  "segment_ids", "unit_ids"}` `[S]`; `with_unit_ids=False`: windows of tokens only, unit ids from 0 each."""
   L = int(tokens_per_unit)
+  keys = ("tokens", "unit_ids") if with_unit_ids else ("tokens",)
   packed = grain.experimental.FirstFitPackIterDataset(
-      ds, length_struct={"tokens": seq_units * L}, num_packing_bins=num_packing_bins, seed=seed,
+      ds, length_struct={k: seq_units * L for k in keys}, num_packing_bins=num_packing_bins, seed=seed,
       shuffle_bins=False)
   return packed.map(_Finalize(L))

@@ -144,7 +144,9 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
   layout = schedule.unit_layout(cfg)
   ds = sharded_examples(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                         process_index=process_index, process_count=process_count)
-  ds = ds.random_map(TokenWindow(layout, seq_units))
+  # Sinks only exist with an attention window; then a window keeps the conversation's first units.
+  sinks = cfg.model.sink_units if cfg.model.window_units is not None else 0
+  ds = ds.random_map(TokenWindow(layout, seq_units, sinks))
   it = ds.to_iter_dataset(_read_options(num_threads, prefetch))
   it = pack_windows(it, seq_units, layout.tokens_per_unit, num_packing_bins or max(2, batch_size), seed)
   it = it.batch(batch_size, drop_remainder=drop_remainder)

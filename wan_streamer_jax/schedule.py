@@ -252,7 +252,7 @@ def unit_layout(cfg: Config) -> UnitLayout:
   return _build(_Key(cfg))
 
 
-def next_unit_targets(tokens, segment_ids, tokens_per_unit: int):
+def next_unit_targets(tokens, segment_ids, tokens_per_unit: int, unit_ids=None):
   """Targets and validity for next-unit prediction.
 
   Args:
@@ -260,15 +260,19 @@ def next_unit_targets(tokens, segment_ids, tokens_per_unit: int):
     segment_ids: int32 `[batch, seq]` packed-conversation ids (0 = padding),
       constant over each unit.
     tokens_per_unit: L.
+    unit_ids: optional int32 `[batch, seq]` unit index in the conversation; a
+      jump (sink units followed by a later window) is not a next unit.
   Returns:
     targets int32 `[batch, seq]` (token of the same slot one unit later) and
     valid bool `[batch, seq]` (the next unit exists in the same segment).
   """
   import jax.numpy as jnp
   L = tokens_per_unit
-  targets = jnp.concatenate([tokens[:, L:], jnp.zeros_like(tokens[:, :L])], axis=1)
-  next_seg = jnp.concatenate([segment_ids[:, L:], jnp.zeros_like(segment_ids[:, :L])], axis=1)
-  valid = (segment_ids != 0) & (next_seg == segment_ids)
+  later = lambda x: jnp.concatenate([x[:, L:], jnp.zeros_like(x[:, :L])], axis=1)  # noqa: E731
+  targets = later(tokens)
+  valid = (segment_ids != 0) & (later(segment_ids) == segment_ids)
+  if unit_ids is not None:
+    valid &= later(unit_ids) == unit_ids + 1
   return targets, valid
 
 

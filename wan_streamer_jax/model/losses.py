@@ -9,13 +9,14 @@ import numpy as np
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
 
-def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids):
+def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None):
   """Weighted next-unit cross-entropy.
 
   Args:
     logits: kind -> float32 `[batch, n_kind, padded_vocab]` (model output).
     tokens: int32 `[batch, units * L]`.
     segment_ids: int32 `[batch, units * L]` (0 = padding).
+    unit_ids: optional int32 `[batch, units * L]`: no target across a jump of unit ids.
   Returns:
     (loss scalar, metrics dict): `loss/<group>` mean CE over valid targets,
     `acc/<group>` accuracy, `loss/z`, `tokens/valid`.
@@ -23,7 +24,7 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids):
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit
   lay = layout.tile(tokens.shape[1] // L)
-  targets, valid = schedule.next_unit_targets(tokens, segment_ids, L)
+  targets, valid = schedule.next_unit_targets(tokens, segment_ids, L, unit_ids)
   group = lay.group
   weight = lay.loss_weight
   total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0

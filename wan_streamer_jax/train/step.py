@@ -35,7 +35,7 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
 
     def loss_fn(model):
       logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
-      return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"])
+      return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"])
 
     (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     metrics["grad_norm"] = optax.tree.norm(grads)
@@ -60,7 +60,7 @@ def make_eval_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   def step(state, batch):
     model, _ = nnx.merge(graphdef, state)
     logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
-    return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"])[1]
+    return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"])[1]
 
   jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(mesh)), out_shardings=None)
 

@@ -1,0 +1,1 @@
+"""The whole job: corpus -> codecs -> tokens -> Transformer -> evaluation -> one streamed dialogue."""

@@ -1,0 +1,111 @@
+"""What a demo run does at each stage: the `DemoPlan` (sizes, steps) and its two presets.
+
+    plan = QUICK          # python -m launch.demo --quick: the whole chain in minutes, weak figures
+    plan = DOCUMENTED     # python -m launch.demo: the documented run (about 2 hours on 2 CPU cores)
+
+A plan names a shipped model config (`configs/demo.py`, `configs/demo_tiny.py`)
+and the schedule of every stage. The codec run configs are the model config's
+codec sections plus the codec schedules here (`codec_run_config`), so the
+tokens always fit the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from wan_streamer_jax.config import Config, load_config
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecRun:
+  """One codec's training schedule (`config.train` / `config.optimizer` / `config.codec_train` fields)."""
+
+  num_steps: int
+  batch_size: int = 16
+  units_per_example: int = 6
+  learning_rate: float = 1e-3
+  log_every: int = 50
+  checkpoint_every: int = 500
+  eval_windows: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPlan:
+  """Every knob of a demo run; `fingerprint(stage)` changes when anything that stage reads changes."""
+
+  name: str
+  config: str  # shipped model config name
+  corpus_size: str  # tiny | small | full (the corpus' TFDS name)
+  corpus_counts: dict  # conversations per split (overrides the size's)
+  audio_codec: CodecRun
+  video_codec: CodecRun
+  transformer_steps: int
+  eval_dialogues: int  # held-out test dialogues evaluated
+  eval_slots: int = 4  # engine slots (dialogues streamed side by side) in the evaluation
+  recognizer: bool = True  # judge the model's speech with pocketsphinx
+  stream_split: str = "test"
+  stream_index: int = 0
+  weak: bool = False  # the figures are not meant to show learning (quick runs)
+  model_overrides: dict = dataclasses.field(default_factory=dict)  # dotted config overrides
+
+  def model_config(self) -> Config:
+    cfg = load_config(self.config, dict(self.model_overrides))
+    return cfg.replace(train={"num_steps": self.transformer_steps})
+
+  def codec_run_config(self, kind: str) -> Config:
+    """The model config's codec, trained with this plan's `kind` schedule."""
+    run = self.audio_codec if kind == "audio" else self.video_codec
+    base = self.model_config()
+    return base.replace(
+        name=f"{base.name}_codec_{kind}", codec_train={"kind": kind, "eval_windows": run.eval_windows},
+        optimizer={"learning_rate": run.learning_rate, "warmup_steps": max(1, min(100, run.num_steps // 20)),
+                   "decay_steps": run.num_steps, "end_lr_fraction": 0.05, "b1": 0.9, "b2": 0.99,
+                   "weight_decay": 0.0, "grad_clip_norm": 100.0},
+        train={"batch_size": run.batch_size, "units_per_example": run.units_per_example,
+               "num_steps": run.num_steps, "log_every": run.log_every, "eval_every": 0,
+               "checkpoint_every": run.checkpoint_every, "checkpoints_to_keep": 2})
+
+  def stage_inputs(self, stage: str) -> dict:
+    """What `stage` reads (JSON-able): its config and everything upstream of it."""
+    corpus = {"config": {k: self.model_config().to_dict()[k] for k in ("video", "audio", "text")},
+              "size": self.corpus_size, "counts": self.corpus_counts}
+    audio = {"corpus": corpus, "config": self.codec_run_config("audio").to_dict()}
+    video = {"corpus": corpus, "config": self.codec_run_config("video").to_dict()}
+    tokens = {"corpus": corpus, "audio": audio, "video": video}
+    model = {"tokens": tokens, "config": self.model_config().to_dict()}
+    evaluation = {"model": model, "dialogues": self.eval_dialogues, "slots": self.eval_slots,
+                  "recognizer": self.recognizer}
+    stream = {"model": model, "split": self.stream_split, "index": self.stream_index}
+    return {"corpus": corpus, "audio_codec": audio, "video_codec": video, "tokens": tokens,
+            "transformer": model, "evaluate": evaluation, "stream": stream}[stage]
+
+  def fingerprint(self, stage: str) -> str:
+    text = json.dumps(self.stage_inputs(stage), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --quick: <= 10 minutes on 2 cores. Enough steps for every stage to run its real code and write
+# every output; far too few to learn the task (its table says so).
+QUICK = DemoPlan(
+    name="quick", config="demo_tiny", corpus_size="tiny",
+    corpus_counts={"train": 48, "validation": 4, "test": 4},
+    audio_codec=CodecRun(num_steps=60, batch_size=8, units_per_example=4, learning_rate=2e-3, log_every=10,
+                         checkpoint_every=30, eval_windows=8),
+    video_codec=CodecRun(num_steps=60, batch_size=8, units_per_example=4, learning_rate=2e-3, log_every=10,
+                         checkpoint_every=30, eval_windows=8),
+    transformer_steps=150, eval_dialogues=4, eval_slots=4, weak=True)
+
+# The documented run (<= 2 hours on 2 CPU cores; see the README's "The demo" for the measured per-step
+# times this schedule is planned from).
+DOCUMENTED = DemoPlan(
+    name="documented", config="demo", corpus_size="small",
+    corpus_counts={"train": 1000, "validation": 50, "test": 50},
+    audio_codec=CodecRun(num_steps=4000, batch_size=16, units_per_example=6, learning_rate=1e-3,
+                         checkpoint_every=500),
+    video_codec=CodecRun(num_steps=2500, batch_size=16, units_per_example=6, learning_rate=1e-3,
+                         checkpoint_every=500),
+    transformer_steps=3000, eval_dialogues=32, eval_slots=8)
+
+PLANS = {"quick": QUICK, "documented": DOCUMENTED}

@@ -1,0 +1,185 @@
+"""The demo's stages, each a call into the library that owns it (no loop, format or writer lives here).
+
+Each `run_*` takes the plan and its stage directory, does the stage (resuming
+from whatever the owning library checkpointed there) and returns its JSON-able
+result; `wan_streamer_jax/demo/pipeline.py` decides what to skip.
+
+  corpus       data_pipelines.synthetic_builder (TFDS ArrayRecord)
+  *_codec      codecs.train_task.codec_task + train.loop.train (Orbax; resumes mid-run)
+  tokens       data_pipelines.token_data.write_split (checksummed shards; resumes per shard)
+  transformer  train.transformer_task + train.loop.train (resumes mid-run)
+  evaluate     evaluation.runner.evaluate (report.json, timeline PNGs)
+  stream       streaming.driver.drive_recording + StreamRecorder.write (stereo WAV, MP4, transcript)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import numpy as np
+
+from wan_streamer_jax.config import ConfigError
+from wan_streamer_jax.demo.plan import DemoPlan
+
+
+class Interrupted(Exception):
+  """A training stage stopped on SIGTERM / SIGINT after saving its checkpoint (a re-run resumes it)."""
+
+
+def corpus_builder(plan: DemoPlan, corpus_dir: str):
+  from data_pipelines.synthetic_builder import make_synthetic_builder
+  return make_synthetic_builder(plan.model_config(), plan.corpus_size, data_dir=corpus_dir,
+                                num_examples=dict(plan.corpus_counts))
+
+
+def _scalars(d: dict) -> dict:
+  return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}
+
+
+def run_corpus(plan: DemoPlan, stage_dir: str, progress: bool = True) -> dict:
+  builder = corpus_builder(plan, stage_dir)
+  builder.download_and_prepare()
+  return {"data_dir": str(builder.data_dir),
+          "splits": {name: split.num_examples for name, split in builder.info.splits.items()}}
+
+
+def run_codec(plan: DemoPlan, kind: str, stage_dir: str, corpus_dir: str, progress: bool = True) -> dict:
+  from wan_streamer_jax.codecs import training
+  from wan_streamer_jax.codecs.train_task import codec_task
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.train import loop
+  cfg = plan.codec_run_config(kind)
+  ct = cfg.codec_train
+  builder = corpus_builder(plan, corpus_dir)
+  train_src, eval_src = builder.as_data_source("train"), builder.as_data_source(ct.eval_split)
+  if ct.cache_streams == "yes" or (ct.cache_streams == "auto" and kind == "audio"):
+    train_src = training.StreamCache(train_src, kind)
+  mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
+  task = codec_task(cfg, mesh, train_src, eval_src,
+                    data_info={"source": "corpus", "corpus": os.path.abspath(str(builder.data_dir))})
+  summary = loop.train(task, workdir=stage_dir, progress=progress)
+  if summary.stopped:
+    raise Interrupted(f"{kind} codec stopped at step {summary.end_step}")
+  with open(os.path.join(stage_dir, "eval.json"), "w") as f:
+    json.dump(summary.final, f, indent=1, default=float)
+  return {"run_dir": stage_dir, "steps": summary.end_step, "eval": _scalars(summary.final)}
+
+
+def run_tokens(plan: DemoPlan, stage_dir: str, corpus_dir: str, audio_dir: str, video_dir: str,
+               progress: bool = True, shard_size: int = 64, chunk_units: int = 16) -> dict:
+  from data_pipelines import token_data
+  from wan_streamer_jax.codecs.training import load_codec
+  cfg = plan.model_config()
+  (audio, _, a_step), (video, _, v_step) = load_codec(audio_dir), load_codec(video_dir)
+  plain = lambda dc: json.loads(json.dumps(dataclasses.asdict(dc)))  # noqa: E731
+  manifest = token_data.read_manifest(stage_dir) or {
+      "codecs": {"audio": {"checkpoint": audio_dir, "step": int(a_step), "config": plain(audio.cfg)},
+                 "video": {"checkpoint": video_dir, "step": int(v_step), "config": plain(video.cfg)}},
+      "splits": {}, "config_name": cfg.name, "format": token_data.token_format(cfg)}
+  (afns, ap), (vfns, vp) = audio.functional(), video.functional()
+  tokenize = functools.partial(token_data.tokenize_conversation, cfg=cfg,
+                               encode_audio=functools.partial(afns.encode_chunked, ap, chunk_units=chunk_units),
+                               encode_video=functools.partial(vfns.encode_chunked, vp, chunk_units=chunk_units))
+  builder = corpus_builder(plan, corpus_dir)
+  out = {}
+  for split in ("train", "validation", "test"):
+    res = token_data.write_split(stage_dir, split, builder.as_data_source(split), tokenize,
+                                 shard_size=shard_size, progress=progress)
+    manifest["splits"][split] = {"conversations": res["conversations"], "shards": res["shards"]}
+    token_data.write_manifest(stage_dir, manifest)
+    out[split] = res["conversations"]
+  return {"token_dir": stage_dir, "conversations": out}
+
+
+def _last_record(metrics_path: str, split: str) -> dict:
+  last = {}
+  if os.path.exists(metrics_path):
+    with open(metrics_path) as f:
+      for line in f:
+        rec = json.loads(line)
+        if rec.get("split") == split:
+          last = rec
+  return last
+
+
+def run_transformer(plan: DemoPlan, stage_dir: str, token_dir: str, progress: bool = True) -> dict:
+  from data_pipelines import token_data
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.train import loop
+  from wan_streamer_jax.train.transformer_task import transformer_task
+  cfg = plan.model_config()
+  token_data.check_tokens_fit(token_dir, cfg)
+  mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
+  task = transformer_task(cfg, mesh, source=token_data.TokenDataSource(token_dir, "train"),
+                          eval_source=token_data.TokenDataSource(token_dir, "validation"),
+                          data_info={"source": "tokens", "token_dir": token_dir, "split": "train"})
+  summary = loop.train(task, workdir=stage_dir, progress=progress)
+  if summary.stopped:
+    raise Interrupted(f"Transformer stopped at step {summary.end_step}")
+  first = next((r for r in summary.history if r.get("step") == 0), None)
+  return {"run_dir": stage_dir, "steps": summary.end_step,
+          "first_train": _scalars(first or {}),
+          "last_train": _scalars(_last_record(os.path.join(stage_dir, "metrics.jsonl"), "train")),
+          "validation": _scalars(summary.final)}
+
+
+def demo_engine(model_dir: str, audio_dir: str, video_dir: str, num_slots: int):
+  """The streaming engine over the demo's trained Transformer and codecs, on one device."""
+  import jax
+  from wan_streamer_jax.codecs.training import load_codec
+  from wan_streamer_jax.config import MeshConfig
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.streaming import StreamingEngine
+  from wan_streamer_jax.train.checkpoint import load_model
+  mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+  model, cfg, _, _ = load_model(model_dir, "transformer", mesh=mesh)
+  audio, _, _ = load_codec(audio_dir)
+  video, _, _ = load_codec(video_dir)
+  return StreamingEngine(cfg, model, audio, video, num_slots=num_slots)
+
+
+def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, audio_dir: str,
+                 video_dir: str, progress: bool = True) -> dict:
+  from wan_streamer_jax.codecs.training import load_codec
+  from wan_streamer_jax.evaluation import runner
+  from wan_streamer_jax.evaluation.settings import EvalSettings
+  cfg = plan.model_config()
+  source = corpus_builder(plan, corpus_dir).as_data_source("test")
+  examples = [source[i] for i in range(min(len(source), plan.eval_dialogues))]
+  engine = demo_engine(model_dir, audio_dir, video_dir, plan.eval_slots)
+  audio, _, _ = load_codec(audio_dir)
+  result = runner.evaluate(examples, cfg, stage_dir, engine=engine, audio_codec=audio,
+                           settings=EvalSettings(use_recognizer=plan.recognizer), plot=True, progress=progress)
+  return {"report": result["files"]["report"], "timelines": result["files"]["timelines"],
+          "headline": result["headline"], "table": result["table"], "dialogues": len(examples)}
+
+
+def run_stream(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, audio_dir: str,
+               video_dir: str, progress: bool = True) -> dict:
+  from tqdm import tqdm
+  from wan_streamer_jax.streaming.driver import drive_recording
+  from wan_streamer_jax.streaming.recording import from_conversation
+  engine = demo_engine(model_dir, audio_dir, video_dir, 1)
+  cfg = engine.cfg
+  source = corpus_builder(plan, corpus_dir).as_data_source(plan.stream_split)
+  if not 0 <= plan.stream_index < len(source):
+    raise ConfigError(f"stream_index: expected an index in [0, {len(source)}) of the {plan.stream_split} split, "
+                      f"got {plan.stream_index}")
+  rec = from_conversation(source[plan.stream_index], cfg.audio.samples_per_unit)
+  silent = engine.silent_inputs()
+
+  def step(params, state, inputs, active, reset):  # recordings' unit inputs carry no per-session seed
+    return engine.step(params, state, {"seed": silent["seed"], **inputs}, active, reset)
+
+  with tqdm(total=rec.num_units, unit="unit", desc=f"stream {rec.name}", disable=not progress) as bar:
+    report, recorder, _ = drive_recording(step, engine.params, engine.init_state(seed=0), rec,
+                                          silent_inputs=silent, num_slots=1, realtime=False,
+                                          progress=lambda n: bar.update(n - bar.n))
+  files = recorder.write(stage_dir, report, sample_rate=cfg.audio.sample_rate, mp4=True)
+  audio = recorder.model_audio()
+  return {"recording": rec.name, "units": recorder.num_units, "files": files,
+          "model_audio_rms": float(np.sqrt(np.mean(np.square(audio)))) if audio.size else 0.0,
+          "latency": _scalars(report.summary())}
