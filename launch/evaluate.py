@@ -48,7 +48,10 @@ def main(argv):
     audio_codec, kind, _ = load_codec(_AUDIO_CODEC.value)
     if kind != "audio":
       raise ValueError(f"--audio_codec: expected an audio codec run, {_AUDIO_CODEC.value} holds a {kind} codec")
-  engine = runner.random_engine(cfg, _SLOTS.value, seed=_SEED.value) if _MODEL.value == "random" else None
+  engine = None
+  if _MODEL.value == "random":
+    engine = runner.random_engine(cfg, _SLOTS.value, seed=_SEED.value,
+                                  max_units=max(int(ex["num_units"]) for ex in examples))
   result = runner.evaluate(examples, cfg, _OUT.value, engine=engine, audio_codec=audio_codec,
                            settings=EvalSettings(use_recognizer=_RECOGNISER.value), seed=_SEED.value,
                            plot=_PLOTS.value, progress=True)

@@ -91,11 +91,13 @@ def streams_of(outputs: dict, slot: int, num_units: int) -> ModelStreams:
                       turn_state=np.asarray(outputs["turn_state"][:num_units, slot], np.int32))
 
 
-def engine_inputs(examples: list[dict], num_slots: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+def engine_inputs(examples: list[dict], num_slots: int | None = None,
+                  seeds: list[int] | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
   """The user streams of `examples` (one per slot) as `run_stream` inputs, teacher-forced.
 
   Returns (inputs_seq, active_seq bool `[U, S]`, reset_seq bool `[U, S]`): audio float32
-  `[U, S, spu]`, video uint8 `[U, S, 4, H, W, 3]`, camera_on bool `[U, S]`, text int32 `[U, S, slots]`.
+  `[U, S, spu]`, video uint8 `[U, S, 4, H, W, 3]`, camera_on bool `[U, S]`, text int32 `[U, S, slots]`,
+  seed int32 `[U, S]` (each conversation's sampling seed, `seeds[i]`, default i; read at the reset).
   Slots are active for their dialogue's units and reset at unit 0; slots past the examples
   (`num_slots` > len(examples)) stay inactive.
   """
@@ -108,7 +110,9 @@ def engine_inputs(examples: list[dict], num_slots: int | None = None) -> tuple[d
   slots = np.asarray(ex0["user_text"]).shape[1]
   inputs = {"audio": np.zeros((U, S, spu), np.float32),
             "video": np.zeros((U, S, FRAMES_PER_UNIT, H, W, 3), np.uint8),
-            "camera_on": np.zeros((U, S), bool), "text": np.full((U, S, slots), TextConfig.PAD, np.int32)}
+            "camera_on": np.zeros((U, S), bool), "text": np.full((U, S, slots), TextConfig.PAD, np.int32),
+            "seed": np.zeros((U, S), np.int32)}
+  seeds = list(range(len(examples))) if seeds is None else list(seeds)
   active = np.zeros((U, S), bool)
   for s, ex in enumerate(examples):
     n = _num_units(ex)
@@ -116,6 +120,7 @@ def engine_inputs(examples: list[dict], num_slots: int | None = None) -> tuple[d
     inputs["video"][:n, s] = np.asarray(ex["user_video"]).reshape(n, FRAMES_PER_UNIT, H, W, 3)
     inputs["camera_on"][:n, s] = np.asarray(ex["user_camera_on"], bool)
     inputs["text"][:n, s] = np.asarray(ex["user_text"], np.int32)
+    inputs["seed"][:, s] = seeds[s]
     active[:n, s] = True
   reset = np.zeros((U, S), bool)
   reset[0] = True
