@@ -11,8 +11,10 @@ Rows (all scored by the same code, `dialogue_score.score_dialogue`):
 - `model`: the engine's free-running streams, the user's streams teacher-forced.
 
 Writes `out_dir/report.json` (settings, per-row summaries, headline table, per
-dialogue scores) and `out_dir/timelines/<conversation_id>_<row>.png`; for the
-model row, `out_dir/media/` gets each dialogue's model streams as `.npz`.
+dialogue scores), `out_dir/timelines/<conversation_id>_<row>.png` and, per
+dialogue and row, `out_dir/media/<conversation_id>_<row>_stereo.wav` (user left,
+model right), `.mp4` (user | avatar, both voices) and `_streams.npz` (the model
+streams that were scored).
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ def score_row(examples: list[dict], outputs_of, sample_rate: int, settings: Eval
 
 
 def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, params=None, audio_codec=None,
-             settings: EvalSettings = EvalSettings(), seed: int = 0, plot: bool = True,
-             progress: bool = False) -> dict:
+             settings: EvalSettings = EvalSettings(), seed: int = 0, plot: bool = True, media: bool = True,
+             mp4: bool = True, progress: bool = False) -> dict:
   """Evaluates the rows (module docstring) on `examples` (corpus dicts); writes and returns the report."""
   if not examples:
     raise ValueError("evaluate: expected at least one held-out dialogue")
@@ -133,7 +135,7 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
       "scores": {name: scores for name, (scores, _) in rows.items()},
   }
   result["table"] = report.markdown_table(result["headline"])
-  files = {"report": os.path.join(out_dir, "report.json"), "timelines": [], "streams": []}
+  files = {"report": os.path.join(out_dir, "report.json"), "timelines": []}
   if plot:
     os.makedirs(os.path.join(out_dir, "timelines"), exist_ok=True)
     for name, (_, sts) in rows.items():
@@ -142,16 +144,35 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
         plots.timeline_figure(ex, st, sr, settings, title=f"{_cid(ex)} [{name}]").savefig(path, dpi=90)
         plots.close_all()
         files["timelines"].append(path)
-  if "model" in rows:
-    os.makedirs(os.path.join(out_dir, "media"), exist_ok=True)
-    for ex, st in zip(examples, rows["model"][1]):
-      path = os.path.join(out_dir, "media", f"{_cid(ex)}_model_streams.npz")
-      np.savez_compressed(path, **dataclasses.asdict(st))
-      files["streams"].append(path)
+  if media:
+    files["media"] = write_media(examples, {name: sts for name, (_, sts) in rows.items()},
+                                 os.path.join(out_dir, "media"), sr, mp4=mp4)
   result["files"] = files
   with open(files["report"], "w") as f:
     json.dump(result, f, indent=1, default=_json_default)
   return result
+
+
+def write_media(examples: list[dict], rows: dict[str, list], media_dir: str, sample_rate: int,
+                mp4: bool = True) -> list[str]:
+  """Per dialogue and row: the stereo WAV (user left, model right), the side-by-side MP4 with both
+  voices (the streaming export's writers) and the model streams as `.npz`. Returns the paths."""
+  from data_pipelines import media_io
+  from wan_streamer_jax.streaming import outputs as writers
+  os.makedirs(media_dir, exist_ok=True)
+  paths = []
+  for name, sts in rows.items():
+    for ex, st in zip(examples, sts):
+      base = os.path.join(media_dir, f"{_cid(ex)}_{name}")
+      writers.write_stereo_wav(base + "_stereo.wav", np.asarray(ex["user_audio"], np.float32), st.audio,
+                               sample_rate)
+      np.savez_compressed(base + "_streams.npz", **dataclasses.asdict(st))
+      paths += [base + "_stereo.wav", base + "_streams.npz"]
+      if mp4 and media_io.have_ffmpeg():
+        writers.write_side_by_side_mp4(base + ".mp4", np.asarray(ex["user_video"]),
+                                       np.asarray(ex["user_camera_on"], bool), st.video, base + "_stereo.wav")
+        paths.append(base + ".mp4")
+  return paths
 
 
 def _cid(ex: dict) -> str:
