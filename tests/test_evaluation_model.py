@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+from wan_streamer_jax.codecs.training import create_codec
 from wan_streamer_jax.config import load_config
 from wan_streamer_jax.evaluation import runner
 
@@ -23,7 +24,8 @@ def result(tmp_path_factory):
   examples = runner.held_out_dialogues(CFG, split="test", num=1, start=3)  # greeting + colour, 49 units
   engine = runner.random_engine(CFG, num_slots=2, seed=0, max_units=int(examples[0]["num_units"]))
   out = str(tmp_path_factory.mktemp("eval_model"))
-  return runner.evaluate(examples, CFG, out, engine=engine), examples
+  codec = create_codec(CFG, "audio", seed=1)  # random init: the codec row is well formed, not intelligible
+  return runner.evaluate(examples, CFG, out, engine=engine, audio_codec=codec), examples
 
 
 def _check_well_formed(tree, path=""):
@@ -39,9 +41,10 @@ def _check_well_formed(tree, path=""):
 
 def test_model_row_is_well_formed_and_finite(result):
   res, examples = result
-  assert set(res["summary"]) == {"reference", "model"}
-  _check_well_formed(res["summary"]["model"])
-  _check_well_formed(res["scores"]["model"])
+  assert set(res["summary"]) == {"reference", "reference_codec", "model"}
+  for row in ("reference_codec", "model"):
+    _check_well_formed(res["summary"][row])
+    _check_well_formed(res["scores"][row])
   h = res["headline"]["model"]
   for key in ("pause_takeover_rate", "turn_taking_takeover_rate", "colour_text_accuracy", "colour_speech_accuracy"):
     assert h[key] is None or 0.0 <= h[key] <= 1.0, (key, h[key])

@@ -109,11 +109,11 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
   os.makedirs(out_dir, exist_ok=True)
   desc = (lambda name: name) if progress else (lambda name: None)  # noqa: E731
   rows: dict[str, tuple[list, list]] = {}
-  rows["reference"] = score_row(examples, lambda g: streams.reference_outputs(g, sr), sr, settings, judge, 8,
+  rows["reference"] = score_row(examples, lambda g: streams.reference_outputs(g), sr, settings, judge, 8,
                                 desc("reference"))
   if audio_codec is not None:
     def coded(group):
-      out = streams.reference_outputs(group, sr)
+      out = streams.reference_outputs(group)
       for s, ex in enumerate(group):
         n = int(ex["num_units"])
         out["audio"][:n, s] = codec_round_trip(audio_codec, out["audio"][:n, s].reshape(-1)).reshape(n, -1)

@@ -19,7 +19,6 @@ import dataclasses
 import numpy as np
 
 from wan_streamer_jax.config import FRAMES_PER_UNIT, TextConfig
-from wan_streamer_jax.evaluation.timelines import speech_activity, unit_activity
 
 TURN_SILENT, TURN_SPEAKING, TURN_YIELDED = 0, 1, 2
 
@@ -39,16 +38,23 @@ def _num_units(ex: dict) -> int:
   return int(ex["num_units"])
 
 
-def reference_turn_state(text: np.ndarray, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-  """int32 `[U]` for the reference row: 2 where END_OF_TURN is emitted, else 1 while speech is heard."""
-  units = text.shape[0]
-  speaking = unit_activity(speech_activity(audio, sample_rate), units)
-  state = np.where(speaking, TURN_SPEAKING, TURN_SILENT).astype(np.int32)
-  state[(np.asarray(text) == TextConfig.END_OF_TURN).any(axis=1)] = TURN_YIELDED
+def reference_turn_state(text: np.ndarray) -> np.ndarray:
+  """int32 `[U]` of a recorded text stream `[U, text_slots]`, by the engine's rule (`StreamingEngine.step_fn`).
+
+  A turn starts with the first byte or WORD_END and lasts until END_OF_TURN:
+  2 (yielded) in the unit that emits END_OF_TURN, 1 (speaking) inside a turn, 0 otherwise.
+  """
+  text = np.asarray(text)
+  eot = (text == TextConfig.END_OF_TURN).any(axis=1)
+  spoke = ((text < 256) | (text == TextConfig.WORD_END)).any(axis=1)
+  state, in_turn = np.zeros(text.shape[0], np.int32), False
+  for u in range(text.shape[0]):
+    in_turn = False if eot[u] else (in_turn or bool(spoke[u]))
+    state[u] = TURN_YIELDED if eot[u] else TURN_SPEAKING if in_turn else TURN_SILENT
   return state
 
 
-def reference_outputs(examples: list[dict], sample_rate: int) -> dict:
+def reference_outputs(examples: list[dict]) -> dict:
   """The corpus' model streams of `examples` (one per slot) as an engine's `[U, S, ...]` outputs.
 
   Units past a dialogue's end are silence (zeros, PAD text, turn state 0), as an
@@ -72,7 +78,7 @@ def reference_outputs(examples: list[dict], sample_rate: int) -> dict:
     out["audio"][:n, s] = audio.reshape(n, spu)
     out["video"][:n, s] = np.asarray(ex["model_video"]).reshape(n, FRAMES_PER_UNIT, H, W, 3)
     out["text"][:n, s] = np.asarray(ex["model_text"])
-    out["turn_state"][:n, s] = reference_turn_state(np.asarray(ex["model_text"]), audio, sample_rate)
+    out["turn_state"][:n, s] = reference_turn_state(np.asarray(ex["model_text"]))
   return out
 
 
