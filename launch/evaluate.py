@@ -7,7 +7,8 @@
 Rows: `reference` (the corpus' model streams played as the model: the ceiling),
 `reference_codec` (its speech through `--audio_codec`), `model` (the streaming
 engine, free-running, the user teacher-forced). Prints the headline table and
-writes `out_dir/report.json`, `out_dir/timelines/*.png`.
+writes `out_dir/report.json`, `out_dir/timelines/*.png`, `out_dir/media/*` (stereo
+WAV: user left, model right; MP4: user | avatar with both voices).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _SLOTS = flags.DEFINE_integer("num_slots", 4, "Engine session slots (dialogues s
 _AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "Trained audio codec run dir (adds the codec row).")
 _RECOGNISER = flags.DEFINE_bool("recognizer", True, "Judge the speech with pocketsphinx.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write a timeline PNG per dialogue and row.")
+_MEDIA = flags.DEFINE_bool("media", True, "Write the stereo WAV, side-by-side MP4 and streams per dialogue and row.")
 
 
 def main(argv):
@@ -48,12 +50,17 @@ def main(argv):
     audio_codec, kind, _ = load_codec(_AUDIO_CODEC.value)
     if kind != "audio":
       raise ValueError(f"--audio_codec: expected an audio codec run, {_AUDIO_CODEC.value} holds a {kind} codec")
-  engine = runner.random_engine(cfg, _SLOTS.value, seed=_SEED.value) if _MODEL.value == "random" else None
+  engine = None
+  if _MODEL.value == "random":
+    engine = runner.random_engine(cfg, _SLOTS.value, seed=_SEED.value,
+                                  max_units=max(int(ex["num_units"]) for ex in examples))
   result = runner.evaluate(examples, cfg, _OUT.value, engine=engine, audio_codec=audio_codec,
                            settings=EvalSettings(use_recognizer=_RECOGNISER.value), seed=_SEED.value,
-                           plot=_PLOTS.value, progress=True)
+                           plot=_PLOTS.value, media=_MEDIA.value, progress=True)
   print(result["table"])
-  print(f"report: {result['files']['report']}  timelines: {len(result['files']['timelines'])} PNGs")
+  files = result["files"]
+  print(f"report: {files['report']}  timelines: {len(files['timelines'])} PNGs  media: {len(files.get('media', []))} "
+        f"files under {_OUT.value}/media")
 
 
 def run():

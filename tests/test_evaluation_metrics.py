@@ -194,3 +194,10 @@ def test_speech_judge_hears_the_corpus_answers():
 def test_settings_validate():
   with pytest.raises(ValueError, match="takeover_max_words"):
     EvalSettings(takeover_max_words=-1)
+
+
+def test_reference_turn_state_follows_the_engine_rule():
+  from wan_streamer_jax.evaluation.streams import reference_turn_state
+  events = [text_slots.word_event(2, "hi"), text_slots.end_of_turn_event(4), text_slots.word_event(6, "ok")]
+  slots, _ = text_slots.layout_text(events, 8, 4)
+  assert reference_turn_state(slots).tolist() == [0, 0, 1, 1, 2, 0, 1, 1]

@@ -19,7 +19,7 @@ CFG = Config()
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
   examples = runner.held_out_dialogues(CFG, split="test", num=10)
-  return runner.evaluate(examples, CFG, str(tmp_path_factory.mktemp("eval")))
+  return runner.evaluate(examples, CFG, str(tmp_path_factory.mktemp("eval")), mp4=False)
 
 
 def test_reference_row_meets_the_ceilings(result):
@@ -48,6 +48,11 @@ def test_report_and_timelines_are_written(result):
   assert saved["headline"]["reference"] == result["headline"]["reference"]
   assert len(saved["scores"]["reference"]) == 10 and "| turn_taking_takeover_rate |" in saved["table"]
   assert len(result["files"]["timelines"]) == 10
+  wavs = [p for p in result["files"]["media"] if p.endswith("_stereo.wav")]
+  assert len(wavs) == 10
+  from scipy.io import wavfile
+  rate, pcm = wavfile.read(wavs[0])
+  assert rate == CFG.audio.sample_rate and pcm.ndim == 2 and pcm.shape[1] == 2 and pcm.std(axis=0).min() > 0
   for path in result["files"]["timelines"]:
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -33,6 +33,12 @@ def _envelope(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarr
   return np.arange(n) * FRAME_S, env
 
 
+def _printable(word: str, max_chars: int = 14) -> str:
+  """A word as drawn: control and undrawable characters as '?', long words cut (an untrained model's bytes)."""
+  text = "".join(c if c.isprintable() and ord(c) < 0x2500 else "?" for c in word)
+  return text if len(text) <= max_chars else text[:max_chars - 1] + "~"
+
+
 def timeline_figure(example: dict, model: ModelStreams, sample_rate: int, settings: EvalSettings = EvalSettings(),
                     title: str = "") -> plt.Figure:
   """The figure for a corpus example (the user's script) and the model's streams of that dialogue."""
@@ -58,7 +64,7 @@ def timeline_figure(example: dict, model: ModelStreams, sample_rate: int, settin
     ax_m.axvspan(a, b, color="tab:blue", alpha=0.15)
   ax_m.set_ylabel("model\nspeech")
   for i, w in enumerate(tl.words):
-    ax_t.text(w.start, 0.15 + 0.6 * (i % 3) / 2, w.text, fontsize=7, color="navy", clip_on=True)
+    ax_t.text(w.start, 0.15 + 0.6 * (i % 3) / 2, _printable(w.text), fontsize=7, color="navy", clip_on=True)
   ax_t.set_ylim(0, 1)
   ax_t.set_yticks([])
   ax_t.set_ylabel("model\ntext")

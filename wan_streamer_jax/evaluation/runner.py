@@ -11,8 +11,10 @@ Rows (all scored by the same code, `dialogue_score.score_dialogue`):
 - `model`: the engine's free-running streams, the user's streams teacher-forced.
 
 Writes `out_dir/report.json` (settings, per-row summaries, headline table, per
-dialogue scores) and `out_dir/timelines/<conversation_id>_<row>.png`; for the
-model row, `out_dir/media/` gets each dialogue's model streams as `.npz`.
+dialogue scores), `out_dir/timelines/<conversation_id>_<row>.png` and, per
+dialogue and row, `out_dir/media/<conversation_id>_<row>_stereo.wav` (user left,
+model right), `.mp4` (user | avatar, both voices) and `_streams.npz` (the model
+streams that were scored).
 """
 
 from __future__ import annotations
@@ -34,27 +36,33 @@ def _batches(xs: list, size: int):
     yield xs[i:i + size]
 
 
-def run_engine(engine, params, examples: list[dict], seed: int = 0) -> dict:
-  """The engine's outputs `[U, S, ...]` (numpy) for `examples` in its slots, via `run_stream`."""
+def run_engine(engine, params, examples: list[dict], seeds: list[int]) -> dict:
+  """The engine's outputs `[U, S, ...]` (numpy) for `examples` in its slots, via `run_stream`.
+
+  The user's streams are teacher-forced (inputs), the model's free-running; `seeds[i]` is
+  dialogue i's sampling seed (independent of the slot it lands in).
+  """
+  import jax
   from wan_streamer_jax.streaming import run_stream
   S = engine.num_slots
   if len(examples) > S:
     raise ValueError(f"run_engine: {len(examples)} dialogues do not fit the engine's {S} slots")
-  inputs, active, reset = streams.engine_inputs(examples, num_slots=S)
-  engine.check_inputs({k: v[0] for k, v in inputs.items()}, active[0], reset[0])
-  state = engine.init_state(seed=seed)
-  _, outputs = run_stream(engine, params, state, inputs, active_seq=active, reset_seq=reset)
-  import jax
+  inputs, active, reset = streams.engine_inputs(examples, num_slots=S, seeds=seeds)
+  _, outputs = run_stream(engine, params, engine.init_state(seed=0), inputs, active_seq=active, reset_seq=reset)
   return jax.tree.map(np.asarray, jax.device_get(outputs))
 
 
-def random_engine(cfg: Config, num_slots: int, seed: int = 0):
-  """A streaming engine over a random-init model and random-init codecs of `cfg` (tests, smoke runs)."""
+def random_engine(cfg: Config, num_slots: int, seed: int = 0, max_units: int | None = None):
+  """A streaming engine over a random-init model and random-init codecs of `cfg` (tests, smoke runs).
+
+  `max_units`: the KV cache's capacity, needed (only) when `cfg.model.window_units` is None.
+  """
   from wan_streamer_jax.codecs.training import create_codec
   from wan_streamer_jax.model.transformer import create_model
   from wan_streamer_jax.streaming import StreamingEngine
   return StreamingEngine(cfg, create_model(cfg, seed), create_codec(cfg, "audio", seed),
-                         create_codec(cfg, "video", seed), num_slots=num_slots)
+                         create_codec(cfg, "video", seed), num_slots=num_slots,
+                         max_units=max_units if cfg.model.window_units is None else None)
 
 
 def codec_round_trip(audio_codec, audio: np.ndarray) -> np.ndarray:
@@ -68,10 +76,17 @@ def codec_round_trip(audio_codec, audio: np.ndarray) -> np.ndarray:
 
 
 def score_row(examples: list[dict], outputs_of, sample_rate: int, settings: EvalSettings, judge,
-              batch: int) -> tuple[list[dict], list]:
-  """Scores every dialogue; `outputs_of(batch_examples)` gives engine-format outputs. Returns (scores, streams)."""
+              batch: int, desc: str | None = None) -> tuple[list[dict], list]:
+  """Scores every dialogue; `outputs_of(batch_examples)` gives engine-format outputs. Returns (scores, streams).
+
+  `desc`: show a tqdm bar (one step per batch of dialogues) with that name.
+  """
   scores, model_streams = [], []
-  for group in _batches(examples, batch):
+  groups = list(_batches(examples, batch))
+  if desc:
+    from tqdm import tqdm
+    groups = tqdm(groups, desc=desc, unit="batch")
+  for group in groups:
     outputs = outputs_of(group)
     for s, ex in enumerate(group):
       st = streams.streams_of(outputs, s, int(ex["num_units"]))
@@ -81,8 +96,8 @@ def score_row(examples: list[dict], outputs_of, sample_rate: int, settings: Eval
 
 
 def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, params=None, audio_codec=None,
-             settings: EvalSettings = EvalSettings(), seed: int = 0, plot: bool = True,
-             progress: bool = False) -> dict:
+             settings: EvalSettings = EvalSettings(), seed: int = 0, plot: bool = True, media: bool = True,
+             mp4: bool = True, progress: bool = False) -> dict:
   """Evaluates the rows (module docstring) on `examples` (corpus dicts); writes and returns the report."""
   if not examples:
     raise ValueError("evaluate: expected at least one held-out dialogue")
@@ -92,23 +107,24 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
     from wan_streamer_jax.evaluation.recognizer import SpeechJudge
     judge = SpeechJudge(sr)
   os.makedirs(out_dir, exist_ok=True)
-  if progress:
-    from tqdm import tqdm
-    examples = list(tqdm(examples, desc="held-out dialogues"))
+  desc = (lambda name: name) if progress else (lambda name: None)  # noqa: E731
   rows: dict[str, tuple[list, list]] = {}
-  rows["reference"] = score_row(examples, lambda g: streams.reference_outputs(g, sr), sr, settings, judge, 8)
+  rows["reference"] = score_row(examples, lambda g: streams.reference_outputs(g), sr, settings, judge, 8,
+                                desc("reference"))
   if audio_codec is not None:
     def coded(group):
-      out = streams.reference_outputs(group, sr)
+      out = streams.reference_outputs(group)
       for s, ex in enumerate(group):
         n = int(ex["num_units"])
         out["audio"][:n, s] = codec_round_trip(audio_codec, out["audio"][:n, s].reshape(-1)).reshape(n, -1)
       return out
-    rows["reference_codec"] = score_row(examples, coded, sr, settings, judge, 8)
+    rows["reference_codec"] = score_row(examples, coded, sr, settings, judge, 8, desc("reference_codec"))
   if engine is not None:
     params = engine.params if params is None else params
-    rows["model"] = score_row(examples, lambda g: run_engine(engine, params, g, seed), sr, settings, judge,
-                              engine.num_slots)
+    index = {id(ex): i for i, ex in enumerate(examples)}
+    rows["model"] = score_row(
+        examples, lambda g: run_engine(engine, params, g, [seed * 100_003 + index[id(ex)] for ex in g]), sr,
+        settings, judge, engine.num_slots, desc("model (streaming engine)"))
   summaries = {name: report.summarise_row(scores) for name, (scores, _) in rows.items()}
   result = {
       "settings": dataclasses.asdict(settings), "sample_rate": sr, "config": cfg.name,
@@ -119,7 +135,7 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
       "scores": {name: scores for name, (scores, _) in rows.items()},
   }
   result["table"] = report.markdown_table(result["headline"])
-  files = {"report": os.path.join(out_dir, "report.json"), "timelines": [], "streams": []}
+  files = {"report": os.path.join(out_dir, "report.json"), "timelines": []}
   if plot:
     os.makedirs(os.path.join(out_dir, "timelines"), exist_ok=True)
     for name, (_, sts) in rows.items():
@@ -128,16 +144,35 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
         plots.timeline_figure(ex, st, sr, settings, title=f"{_cid(ex)} [{name}]").savefig(path, dpi=90)
         plots.close_all()
         files["timelines"].append(path)
-  if "model" in rows:
-    os.makedirs(os.path.join(out_dir, "media"), exist_ok=True)
-    for ex, st in zip(examples, rows["model"][1]):
-      path = os.path.join(out_dir, "media", f"{_cid(ex)}_model_streams.npz")
-      np.savez_compressed(path, **dataclasses.asdict(st))
-      files["streams"].append(path)
+  if media:
+    files["media"] = write_media(examples, {name: sts for name, (_, sts) in rows.items()},
+                                 os.path.join(out_dir, "media"), sr, mp4=mp4)
   result["files"] = files
   with open(files["report"], "w") as f:
     json.dump(result, f, indent=1, default=_json_default)
   return result
+
+
+def write_media(examples: list[dict], rows: dict[str, list], media_dir: str, sample_rate: int,
+                mp4: bool = True) -> list[str]:
+  """Per dialogue and row: the stereo WAV (user left, model right), the side-by-side MP4 with both
+  voices (the streaming export's writers) and the model streams as `.npz`. Returns the paths."""
+  from data_pipelines import media_io
+  from wan_streamer_jax.streaming import outputs as writers
+  os.makedirs(media_dir, exist_ok=True)
+  paths = []
+  for name, sts in rows.items():
+    for ex, st in zip(examples, sts):
+      base = os.path.join(media_dir, f"{_cid(ex)}_{name}")
+      writers.write_stereo_wav(base + "_stereo.wav", np.asarray(ex["user_audio"], np.float32), st.audio,
+                               sample_rate)
+      np.savez_compressed(base + "_streams.npz", **dataclasses.asdict(st))
+      paths += [base + "_stereo.wav", base + "_streams.npz"]
+      if mp4 and media_io.have_ffmpeg():
+        writers.write_side_by_side_mp4(base + ".mp4", np.asarray(ex["user_video"]),
+                                       np.asarray(ex["user_camera_on"], bool), st.video, base + "_stereo.wav")
+        paths.append(base + ".mp4")
+  return paths
 
 
 def _cid(ex: dict) -> str:

@@ -19,7 +19,6 @@ import dataclasses
 import numpy as np
 
 from wan_streamer_jax.config import FRAMES_PER_UNIT, TextConfig
-from wan_streamer_jax.evaluation.timelines import speech_activity, unit_activity
 
 TURN_SILENT, TURN_SPEAKING, TURN_YIELDED = 0, 1, 2
 
@@ -39,16 +38,23 @@ def _num_units(ex: dict) -> int:
   return int(ex["num_units"])
 
 
-def reference_turn_state(text: np.ndarray, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-  """int32 `[U]` for the reference row: 2 where END_OF_TURN is emitted, else 1 while speech is heard."""
-  units = text.shape[0]
-  speaking = unit_activity(speech_activity(audio, sample_rate), units)
-  state = np.where(speaking, TURN_SPEAKING, TURN_SILENT).astype(np.int32)
-  state[(np.asarray(text) == TextConfig.END_OF_TURN).any(axis=1)] = TURN_YIELDED
+def reference_turn_state(text: np.ndarray) -> np.ndarray:
+  """int32 `[U]` of a recorded text stream `[U, text_slots]`, by the engine's rule (`StreamingEngine.step_fn`).
+
+  A turn starts with the first byte or WORD_END and lasts until END_OF_TURN:
+  2 (yielded) in the unit that emits END_OF_TURN, 1 (speaking) inside a turn, 0 otherwise.
+  """
+  text = np.asarray(text)
+  eot = (text == TextConfig.END_OF_TURN).any(axis=1)
+  spoke = ((text < 256) | (text == TextConfig.WORD_END)).any(axis=1)
+  state, in_turn = np.zeros(text.shape[0], np.int32), False
+  for u in range(text.shape[0]):
+    in_turn = False if eot[u] else (in_turn or bool(spoke[u]))
+    state[u] = TURN_YIELDED if eot[u] else TURN_SPEAKING if in_turn else TURN_SILENT
   return state
 
 
-def reference_outputs(examples: list[dict], sample_rate: int) -> dict:
+def reference_outputs(examples: list[dict]) -> dict:
   """The corpus' model streams of `examples` (one per slot) as an engine's `[U, S, ...]` outputs.
 
   Units past a dialogue's end are silence (zeros, PAD text, turn state 0), as an
@@ -72,7 +78,7 @@ def reference_outputs(examples: list[dict], sample_rate: int) -> dict:
     out["audio"][:n, s] = audio.reshape(n, spu)
     out["video"][:n, s] = np.asarray(ex["model_video"]).reshape(n, FRAMES_PER_UNIT, H, W, 3)
     out["text"][:n, s] = np.asarray(ex["model_text"])
-    out["turn_state"][:n, s] = reference_turn_state(np.asarray(ex["model_text"]), audio, sample_rate)
+    out["turn_state"][:n, s] = reference_turn_state(np.asarray(ex["model_text"]))
   return out
 
 
@@ -91,11 +97,13 @@ def streams_of(outputs: dict, slot: int, num_units: int) -> ModelStreams:
                       turn_state=np.asarray(outputs["turn_state"][:num_units, slot], np.int32))
 
 
-def engine_inputs(examples: list[dict], num_slots: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+def engine_inputs(examples: list[dict], num_slots: int | None = None,
+                  seeds: list[int] | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
   """The user streams of `examples` (one per slot) as `run_stream` inputs, teacher-forced.
 
   Returns (inputs_seq, active_seq bool `[U, S]`, reset_seq bool `[U, S]`): audio float32
-  `[U, S, spu]`, video uint8 `[U, S, 4, H, W, 3]`, camera_on bool `[U, S]`, text int32 `[U, S, slots]`.
+  `[U, S, spu]`, video uint8 `[U, S, 4, H, W, 3]`, camera_on bool `[U, S]`, text int32 `[U, S, slots]`,
+  seed int32 `[U, S]` (each conversation's sampling seed, `seeds[i]`, default i; read at the reset).
   Slots are active for their dialogue's units and reset at unit 0; slots past the examples
   (`num_slots` > len(examples)) stay inactive.
   """
@@ -108,7 +116,9 @@ def engine_inputs(examples: list[dict], num_slots: int | None = None) -> tuple[d
   slots = np.asarray(ex0["user_text"]).shape[1]
   inputs = {"audio": np.zeros((U, S, spu), np.float32),
             "video": np.zeros((U, S, FRAMES_PER_UNIT, H, W, 3), np.uint8),
-            "camera_on": np.zeros((U, S), bool), "text": np.full((U, S, slots), TextConfig.PAD, np.int32)}
+            "camera_on": np.zeros((U, S), bool), "text": np.full((U, S, slots), TextConfig.PAD, np.int32),
+            "seed": np.zeros((U, S), np.int32)}
+  seeds = list(range(len(examples))) if seeds is None else list(seeds)
   active = np.zeros((U, S), bool)
   for s, ex in enumerate(examples):
     n = _num_units(ex)
@@ -116,6 +126,7 @@ def engine_inputs(examples: list[dict], num_slots: int | None = None) -> tuple[d
     inputs["video"][:n, s] = np.asarray(ex["user_video"]).reshape(n, FRAMES_PER_UNIT, H, W, 3)
     inputs["camera_on"][:n, s] = np.asarray(ex["user_camera_on"], bool)
     inputs["text"][:n, s] = np.asarray(ex["user_text"], np.int32)
+    inputs["seed"][:, s] = seeds[s]
     active[:n, s] = True
   reset = np.zeros((U, S), bool)
   reset[0] = True

@@ -153,10 +153,3 @@ def normalise_word(text: str) -> str:
   """Lower case, surrounding punctuation stripped: the form words are compared in."""
   return text.strip(".,!?:;\"'").lower()
 
-
-def unit_activity(speech: np.ndarray, num_units: int) -> np.ndarray:
-  """bool `[num_units]`: units holding any active frame of a 25 fps `speech` mask."""
-  frames = np.zeros(num_units * FRAMES_PER_UNIT, bool)
-  n = min(frames.shape[0], speech.shape[0])
-  frames[:n] = speech[:n]
-  return frames.reshape(num_units, FRAMES_PER_UNIT).any(axis=1)
