@@ -40,5 +40,6 @@ setup(
         "wan-bench=launch.bench:run",
         "wan-describe=launch.describe:run",
         "wan-evaluate=launch.evaluate:run",
+        "wan-demo=launch.demo:run",
     ]},
 )

@@ -82,9 +82,11 @@ def run_demo(plan: DemoPlan, workdir: str, *, progress: bool = True, until: str 
     else:
       _say(f"[{i + 1}/{len(STAGES)}] {name}: running -> {d[name]}")
       os.makedirs(d[name], exist_ok=True)
-      t0 = time.time()
+      t0, c0 = time.time(), time.process_time()
       result = calls[name]()
-      results[name] = {"fingerprint": fp, "seconds": time.time() - t0, "result": result}
+      # CPU seconds of this process (all threads): on a shared machine, closer to an idle run's time
+      results[name] = {"fingerprint": fp, "seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0,
+                       "result": result}
       _write_done(d[name], results[name])
       _say(f"[{i + 1}/{len(STAGES)}] {name}: finished in {results[name]['seconds']:.0f} s")
     if name == until:
@@ -108,16 +110,17 @@ def _fmt(x, digits: int = 3) -> str:
 def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
   """The closing table: headline figures of every finished stage, then where each output is."""
   r = {k: v["result"] for k, v in results.items()}
-  secs = {k: v.get("seconds") for k, v in results.items()}
+  secs = {k: (v.get("seconds"), v.get("cpu_seconds")) for k, v in results.items()}
   lines = []
   if plan.weak:
     lines += [f"NOTE: plan '{plan.name}' trains every stage for a few steps only; its figures are weak and do not",
               "show learning. The documented run is `python -m launch.demo` (no --quick).", ""]
-  lines += ["| stage | headline figures | time |", "|---|---|---|"]
+  lines += ["| stage | headline figures | wall s | cpu s |", "|---|---|---|---|"]
 
   def row(stage: str, text: str) -> None:
     if stage in r:
-      lines.append(f"| {stage} | {text} | {_fmt(secs.get(stage), 3)} s |")
+      wall, cpu = secs.get(stage, (None, None))
+      lines.append(f"| {stage} | {text} | {_fmt(wall, 3)} | {_fmt(cpu, 3)} |")
 
   if "corpus" in r:
     row("corpus", ", ".join(f"{k} {v}" for k, v in sorted(r["corpus"]["splits"].items())) + " conversations")
@@ -152,7 +155,8 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
            "transformer run (checkpoints, metrics.jsonl, tb/)": r.get("transformer", {}).get("run_dir"),
            "evaluation report": r.get("evaluate", {}).get("report"),
            "timeline PNGs": os.path.dirname(r["evaluate"]["timelines"][0]) if r.get("evaluate", {}).get(
-               "timelines") else None}
+               "timelines") else None,
+           "evaluated dialogues' stereo WAVs (user left, model right)": r.get("evaluate", {}).get("media_dir")}
   for k, v in r.get("stream", {}).get("files", {}).items():
     where[f"streamed dialogue: {k}"] = v
   where["this summary"] = os.path.join(workdir, "demo_summary.json")

@@ -45,8 +45,10 @@ class DemoPlan:
   eval_dialogues: int  # held-out test dialogues evaluated
   eval_slots: int = 4  # engine slots (dialogues streamed side by side) in the evaluation
   recognizer: bool = True  # judge the model's speech with pocketsphinx
+  eval_mp4: bool = True  # a side-by-side MP4 per evaluated dialogue and row (stereo WAVs always)
   stream_split: str = "test"
   stream_index: int = 0
+  stream_max_units: int | None = None  # stream only the dialogue's first units (None: all of it)
   weak: bool = False  # the figures are not meant to show learning (quick runs)
   model_overrides: dict = dataclasses.field(default_factory=dict)  # dotted config overrides
 
@@ -76,8 +78,9 @@ class DemoPlan:
     tokens = {"corpus": corpus, "audio": audio, "video": video}
     model = {"tokens": tokens, "config": self.model_config().to_dict()}
     evaluation = {"model": model, "dialogues": self.eval_dialogues, "slots": self.eval_slots,
-                  "recognizer": self.recognizer}
-    stream = {"model": model, "split": self.stream_split, "index": self.stream_index}
+                  "recognizer": self.recognizer, "mp4": self.eval_mp4}
+    stream = {"model": model, "split": self.stream_split, "index": self.stream_index,
+              "max_units": self.stream_max_units}
     return {"corpus": corpus, "audio_codec": audio, "video_codec": video, "tokens": tokens,
             "transformer": model, "evaluate": evaluation, "stream": stream}[stage]
 
@@ -95,7 +98,7 @@ QUICK = DemoPlan(
                          checkpoint_every=30, eval_windows=8),
     video_codec=CodecRun(num_steps=60, batch_size=8, units_per_example=4, learning_rate=2e-3, log_every=10,
                          checkpoint_every=30, eval_windows=8),
-    transformer_steps=150, eval_dialogues=4, eval_slots=4, weak=True)
+    transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True)
 
 # The documented run (<= 2 hours on 2 CPU cores; see the README's "The demo" for the measured per-step
 # times this schedule is planned from).

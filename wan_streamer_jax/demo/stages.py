@@ -152,8 +152,10 @@ def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str
   engine = demo_engine(model_dir, audio_dir, video_dir, plan.eval_slots)
   audio, _, _ = load_codec(audio_dir)
   result = runner.evaluate(examples, cfg, stage_dir, engine=engine, audio_codec=audio,
-                           settings=EvalSettings(use_recognizer=plan.recognizer), plot=True, progress=progress)
+                           settings=EvalSettings(use_recognizer=plan.recognizer), plot=True, media=True,
+                           mp4=plan.eval_mp4, progress=progress)
   return {"report": result["files"]["report"], "timelines": result["files"]["timelines"],
+          "media_dir": os.path.join(stage_dir, "media"),
           "headline": result["headline"], "table": result["table"], "dialogues": len(examples)}
 
 
@@ -169,6 +171,8 @@ def run_stream(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, 
     raise ConfigError(f"stream_index: expected an index in [0, {len(source)}) of the {plan.stream_split} split, "
                       f"got {plan.stream_index}")
   rec = from_conversation(source[plan.stream_index], cfg.audio.samples_per_unit)
+  if plan.stream_max_units:
+    rec = rec.truncated(plan.stream_max_units)
   silent = engine.silent_inputs()
 
   def step(params, state, inputs, active, reset):  # recordings' unit inputs carry no per-session seed

@@ -1,0 +1,102 @@
+"""The whole chain on the tiny demo config: corpus -> codecs -> tokens -> train -> evaluate -> stream.
+
+Every stage's output exists and is finite; a re-run skips every finished stage (and trains nothing);
+a finished stage of another plan in the same workdir is refused, not overwritten.
+"""
+
+import dataclasses
+import json
+import os
+import wave
+
+import numpy as np
+import pytest
+
+from wan_streamer_jax.config import ConfigError
+from wan_streamer_jax.demo.pipeline import STAGES, read_done, run_demo
+from wan_streamer_jax.demo.plan import QUICK, CodecRun
+
+# QUICK's shape at test size: 8-row batches (the 8 fake devices of conftest take one row each).
+CHAIN = dataclasses.replace(
+    QUICK, name="chain_test", corpus_counts={"train": 8, "validation": 8, "test": 2}, stream_max_units=24,
+    audio_codec=CodecRun(num_steps=2, batch_size=8, units_per_example=2, log_every=1, checkpoint_every=0,
+                         eval_windows=2),
+    video_codec=CodecRun(num_steps=2, batch_size=8, units_per_example=2, log_every=1, checkpoint_every=0,
+                         eval_windows=2),
+    transformer_steps=3, eval_dialogues=2, eval_slots=2, recognizer=False,
+    model_overrides={"train.batch_size": 8, "train.log_every": 1})
+
+
+def _finite(tree) -> bool:
+  leaves = []
+
+  def walk(x):
+    if isinstance(x, dict):
+      for v in x.values():
+        walk(v)
+    elif isinstance(x, (list, tuple)):
+      for v in x:
+        walk(v)
+    elif isinstance(x, (int, float)) and not isinstance(x, bool):
+      leaves.append(float(x))
+  walk(tree)
+  return bool(leaves) and bool(np.isfinite(leaves).all())
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("demo"))
+  return workdir, run_demo(CHAIN, workdir, progress=False)
+
+
+def test_every_stage_writes_finite_outputs(chain):
+  workdir, result = chain
+  assert result["skipped"] == []
+  r = {k: v["result"] for k, v in result["stages"].items()}
+  assert set(r) == set(STAGES)
+  for name in STAGES:
+    assert read_done(os.path.join(workdir, name))["fingerprint"] == CHAIN.fingerprint(name)
+  assert r["corpus"]["splits"] == {"train": 8, "validation": 8, "test": 2}
+  for kind in ("audio", "video"):
+    run = r[f"{kind}_codec"]
+    assert run["steps"] == 2 and _finite(run["eval"])
+    assert os.path.isdir(os.path.join(run["run_dir"], "checkpoints", "2"))
+    with open(os.path.join(run["run_dir"], "eval.json")) as f:
+      assert _finite(json.load(f))
+  assert r["tokens"]["conversations"] == {"train": 8, "validation": 8, "test": 2}
+  with open(os.path.join(r["tokens"]["token_dir"], "manifest.json")) as f:
+    assert json.load(f)["config_name"] == "demo_tiny"
+  t = r["transformer"]
+  assert t["steps"] == 3 and _finite(t["last_train"]) and _finite(t["validation"])
+  assert np.isfinite(t["validation"]["loss"]) and t["validation"]["loss"] > 0
+  ev = r["evaluate"]
+  assert os.path.exists(ev["report"]) and len(ev["timelines"]) == 2 * 3  # reference, codec, model rows
+  assert all(os.path.getsize(p) > 1000 for p in ev["timelines"])
+  assert set(ev["headline"]) == {"reference", "reference_codec", "model"}
+  s = r["stream"]
+  assert s["units"] == 24 and np.isfinite(s["model_audio_rms"])
+  with wave.open(s["files"]["wav"]) as w:
+    assert w.getnchannels() == 2 and w.getnframes() == s["units"] * 2560
+    pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+  assert np.isfinite(pcm.astype(np.float32)).all()
+  assert os.path.getsize(s["files"]["mp4"]) > 1000
+  assert "| transformer |" in result["table"] and "weak" in result["table"]
+  assert s["files"]["mp4"] in result["table"]
+
+
+def test_rerun_skips_every_finished_stage(chain):
+  workdir, first = chain
+  mtimes = {n: os.path.getmtime(os.path.join(workdir, n, "DONE.json")) for n in STAGES}
+  again = run_demo(CHAIN, workdir, progress=False)
+  assert again["skipped"] == list(STAGES)
+  assert again["seconds"] < 20  # nothing trained, compiled or streamed
+  assert {n: os.path.getmtime(os.path.join(workdir, n, "DONE.json")) for n in STAGES} == mtimes
+  assert again["table"] == first["table"]
+
+
+def test_a_finished_stage_of_another_plan_is_refused(chain):
+  workdir, _ = chain
+  other = dataclasses.replace(CHAIN, transformer_steps=4)
+  with pytest.raises(ConfigError, match="transformer stage of another demo plan"):
+    run_demo(other, workdir, progress=False)
+  assert read_done(os.path.join(workdir, "transformer"))["fingerprint"] == CHAIN.fingerprint("transformer")
