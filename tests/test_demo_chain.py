@@ -16,6 +16,9 @@ from wan_streamer_jax.config import ConfigError
 from wan_streamer_jax.demo.pipeline import STAGES, read_done, run_demo
 from wan_streamer_jax.demo.plan import QUICK, CodecRun
 
+# ~165 CPU-seconds in all (seven stages, each compiling its own functions): the suite's longest test.
+pytestmark = pytest.mark.slow
+
 # QUICK's shape at test size: 8-row batches (the 8 fake devices of conftest take one row each).
 CHAIN = dataclasses.replace(
     QUICK, name="chain_test", corpus_counts={"train": 8, "validation": 8, "test": 2}, stream_max_units=24,
