@@ -31,7 +31,8 @@ def test_two_processes_resume_a_one_process_checkpoint(tmp_path):
     procs.append(subprocess.Popen(
         cmd + ["--config.train.num_steps=4", f"--workdir={tmp_path}/run", f"--coordinator_address=127.0.0.1:{port}",
                "--num_processes=2", f"--process_id={pid}", f"--metrics_out={tmp_path}/p{pid}.json"],
-        cwd=ROOT, env=launcher_env(2, str(tmp_path / "cache")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        cwd=ROOT, env=launcher_env(2, str(tmp_path / "cache")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True))
   single = subprocess.run(cmd + ["--config.train.num_steps=4", f"--metrics_out={tmp_path}/single.json"], cwd=ROOT,
                           env=launcher_env(4, str(tmp_path / "cache")), capture_output=True, text=True, timeout=600)
   outs = [p.communicate(timeout=600)[0] for p in procs]
