@@ -8,7 +8,8 @@
   `configs/small.py`), so the console scripts work from any directory.
 - Logs are quiet by default: INFO lines of other libraries (Orbax, TFDS, the
   JAX backend probe) are dropped, this project's INFO lines and every warning
-  are kept; `--verbose` shows everything.
+  are kept; `--verbose` shows everything (launchers also hide TFDS's
+  "Downloading and preparing" prints: nothing is downloaded).
 - A `ConfigError` (a bad config value or a refused setup) ends the run with one
   line `error: ...` on stderr and exit status 2 (`--verbose` shows the traceback).
 """
@@ -25,6 +26,10 @@ from ml_collections import config_flags
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show every library's INFO logs and full tracebacks.")
 
 _OURS = tuple(os.sep + p + os.sep for p in ("wan_streamer_jax", "launch", "data_pipelines"))
+
+
+def verbose() -> bool:
+  return _VERBOSE.value
 
 
 def config_flag(default: str, help_text: str = "Config file or shipped config name (tiny, small, ...).",

@@ -14,6 +14,8 @@ Asking for a corpus whose folder holds another number of conversations (e.g.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -70,7 +72,9 @@ def main(argv):
   if builder.is_prepared():
     logging.info("already built: %s", builder.data_dir)
   t0 = time.time()
-  builder.download_and_prepare()
+  # TFDS prints "Downloading and preparing dataset ..." to stdout though nothing is downloaded
+  with contextlib.nullcontext() if common.verbose() else contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare()
   summary = {"data_dir": str(builder.data_dir), "seconds": round(time.time() - t0, 1),
              "splits": {name: split.num_examples for name, split in builder.info.splits.items()}}
   skipped = getattr(builder, "skipped", None)

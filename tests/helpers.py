@@ -34,3 +34,28 @@ def random_batch(cfg: Config, batch: int, units: int, seed: int = 0, packed: boo
       seg[b, end * L:] = 0
       unit_ids[b, end * L:] = 0
   return {"tokens": jnp.asarray(tokens), "segment_ids": jnp.asarray(seg), "unit_ids": jnp.asarray(unit_ids)}
+
+
+def launcher_env(devices: int = 1, cache_dir: str | None = None) -> dict:
+  """Environment of a launcher subprocess: CPU, `devices` fake devices, the repo importable from any cwd.
+
+  `cache_dir`: JAX's persistent compilation cache, so restarted processes skip recompiling.
+  """
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+             PYTHONUNBUFFERED="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  if cache_dir:
+    env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return env
+
+
+def read_metrics(workdir, split: str = "train") -> dict:
+  """`workdir/metrics.jsonl` -> {step: record} of one split (the last record of a step wins)."""
+  import json
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if rec.get("split") == split:
+        out[rec["step"]] = rec
+  return out

@@ -94,3 +94,22 @@ def test_default_mesh_uses_every_device_and_checks_the_batch():
     MeshConfig(data=8).shape(8, 4)
   with pytest.raises(ValueError, match=r"train.batch_size.*data\*fsdp = 4\*1 = 4.*got 6"):
     MeshConfig(data=-1, tensor=2).shape(8, 6)
+
+
+def test_codec_run_settings_live_in_codec_train_and_old_configs_still_load():
+  from wan_streamer_jax.codecs.training import codec_kind
+  from wan_streamer_jax.config import ConfigError
+  cfg = load_config("codec_video_tiny")  # a shipped config by name
+  assert codec_kind(cfg) == "video" and cfg.codec_train.ssim_weight == 0.1
+  with pytest.raises(ConfigError, match=r"codec_train.kind"):
+    codec_kind(tiny_config())
+  with pytest.raises(ValueError, match=r"codec_train.role"):
+    tiny_config(**{"codec_train.role": "both"})
+  # a config saved before codec_train existed (loss weights inside the codec format sections)
+  old = tiny_config().to_dict()
+  del old["codec_train"]
+  old["name"] = "codec_audio_small"
+  old["audio"].update(l1_weight=2.0, stft_weight=3.0, mel_weight=4.0)
+  old["video"].update(l1_weight=1.0, l2_weight=1.0, ssim_weight=0.1)
+  ct = Config.from_dict(old).codec_train
+  assert (ct.l1_weight, ct.stft_weight, ct.mel_weight, ct.ssim_weight) == (2.0, 3.0, 4.0, 0.1)

@@ -102,7 +102,8 @@ class Config:
     return Config.from_dict(d)
 
 
-_LEGACY_WEIGHTS = {"audio": ("l1_weight", "stft_weight", "mel_weight"), "video": ("l1_weight", "l2_weight", "ssim_weight")}
+_LEGACY_WEIGHTS = {"audio": ("l1_weight", "stft_weight", "mel_weight"),
+                   "video": ("l1_weight", "l2_weight", "ssim_weight")}
 
 
 def _migrate(d: Mapping[str, Any]) -> dict:

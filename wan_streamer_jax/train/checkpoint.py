@@ -40,6 +40,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from wan_streamer_jax.config_base import ConfigError
+
 FORMAT = 2
 KINDS = ("transformer", "audio", "video")
 
@@ -118,8 +120,11 @@ class Checkpointer:
     if step is None:
       raise ValueError(f"no checkpoints under {self.directory}")
     meta = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-    if "format" not in meta:  # codec runs before the shared format: {"kind", "config"}
-      meta = {"format": 1, "data": {}, "process_count": None, **meta}
+    if "format" not in meta:
+      if "kind" not in meta:  # Transformer runs before the shared format saved one `state` item
+        raise ConfigError(f"step {step} in {self.directory} was written by an older version of the trainer "
+                          "(one `state` item); it cannot be resumed or loaded: start a new --workdir")
+      meta = {"format": 1, "data": {}, "process_count": None, **meta}  # codec runs: {"kind", "config"}
     return meta
 
   def _has_item(self, step: int, name: str) -> bool:
@@ -142,6 +147,8 @@ class Checkpointer:
     for s in steps:
       try:
         meta = self.read_meta(s)
+      except ConfigError:
+        raise
       except Exception as e:  # noqa: BLE001 -- any failure to read a step means it is unusable
         bad.append((s, f"unreadable config item: {type(e).__name__}: {str(e)[:300]}"))
         logging.warning("checkpoint step %d in %s is unreadable (%s); trying the previous step", s,
