@@ -59,6 +59,17 @@ def test_model_row_is_well_formed_and_finite(result):
     assert z["text"].shape == (n, CFG.text.text_slots) and set(np.unique(z["turn_state"])) <= {0, 1, 2}
 
 
+def test_targets_are_checked_against_the_reference(result):
+  t = result[0]["targets"]
+  assert t["turn_taking_takeover_rate"]["met"] in (True, False) and t["pause_takeover_rate"]["target"] == "<= 0.2"
+  for v in t.values():
+    assert v["met"] is None or v["met"] == bool(v["met"])
+  # The reference row checked as if it were a model meets every target it has events for.
+  s = result[0]["summary"]["reference"]
+  from wan_streamer_jax.evaluation import report
+  assert all(v["met"] in (True, None) for v in report.targets(s, s).values())
+
+
 def test_reference_row_beside_it_meets_the_ceilings(result):
   s = result[0]["summary"]["reference"]
   assert s["turn_taking"]["takeover_rate"] == 1.0

@@ -135,6 +135,8 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
       "scores": {name: scores for name, (scores, _) in rows.items()},
   }
   result["table"] = report.markdown_table(result["headline"])
+  if "model" in summaries:
+    result["targets"] = report.targets(summaries["model"], summaries["reference"])
   files = {"report": os.path.join(out_dir, "report.json"), "timelines": []}
   if plot:
     os.makedirs(os.path.join(out_dir, "timelines"), exist_ok=True)
