@@ -62,3 +62,18 @@ def test_report_and_timelines_are_written(result):
 def test_held_out_only():
   with pytest.raises(ValueError, match="held-out"):
     runner.held_out_dialogues(CFG, split="train", num=1)
+
+
+def test_launcher_writes_the_reference_report(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "eval"
+  proc = subprocess.run([sys.executable, "-m", "launch.evaluate", "--config=configs/tiny.py", "--num=1", "--start=3",
+                         f"--out_dir={out}", "--nomedia", "--noplots"], cwd=root, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "| turn_taking_takeover_rate | 1.000 |" in proc.stdout
+  with open(out / "report.json") as f:
+    report = json.load(f)
+  assert report["headline"]["reference"]["colour_text_accuracy"] == 1.0 and report["dialogues"] == ["test-0-0000003"]
