@@ -65,11 +65,16 @@ def random_engine(cfg: Config, num_slots: int, seed: int = 0, max_units: int | N
                          max_units=max_units if cfg.model.window_units is None else None)
 
 
-def codec_round_trip(audio_codec, audio: np.ndarray) -> np.ndarray:
-  """float32 `[samples]` through the audio codec's encode + decode (offline call, trailing partial frame padded)."""
-  spf = audio_codec.cfg.samples_per_frame
+def codec_round_trip(audio_codec, audio: np.ndarray, bucket_units: int = 32) -> np.ndarray:
+  """float32 `[samples]` through the audio codec's encode + decode (the offline call).
+
+  The clip is zero-padded at its end to a multiple of `bucket_units` units (the codec is
+  causal: the padding changes nothing before it), so dialogues of many lengths share a few
+  compiled shapes.
+  """
+  bucket = audio_codec.cfg.samples_per_unit * bucket_units
   n = audio.shape[0]
-  x = np.zeros((1, -(-n // spf) * spf), np.float32)
+  x = np.zeros((1, -(-n // bucket) * bucket), np.float32)
   x[0, :n] = audio
   y = audio_codec.decode(audio_codec.encode(x))
   return np.asarray(y, np.float32)[0, :n]
