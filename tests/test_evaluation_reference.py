@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from data_pipelines.corpus import CorpusSpec, generate_conversation
 from wan_streamer_jax.config import Config
 from wan_streamer_jax.evaluation import runner
 
@@ -18,7 +19,11 @@ CFG = Config()
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-  examples = runner.held_out_dialogues(CFG, split="test", num=10)
+  # Five test dialogues that hold every kind of event: pauses, turn ends, interruptions and the three
+  # answer tasks (interrupt+backchannel, colour+arithmetic+interrupt, colour+arithmetic,
+  # repeat+arithmetic+backchannel, repeat).
+  spec = CorpusSpec.from_config(CFG)
+  examples = [generate_conversation(spec, "test", i) for i in (1, 7, 8, 14, 15)]
   return runner.evaluate(examples, CFG, str(tmp_path_factory.mktemp("eval")), mp4=False)
 
 
@@ -46,10 +51,10 @@ def test_report_and_timelines_are_written(result):
   with open(result["files"]["report"]) as f:
     saved = json.load(f)
   assert saved["headline"]["reference"] == result["headline"]["reference"]
-  assert len(saved["scores"]["reference"]) == 10 and "| turn_taking_takeover_rate |" in saved["table"]
-  assert len(result["files"]["timelines"]) == 10
+  assert len(saved["scores"]["reference"]) == 5 and "| turn_taking_takeover_rate |" in saved["table"]
+  assert len(result["files"]["timelines"]) == 5
   wavs = [p for p in result["files"]["media"] if p.endswith("_stereo.wav")]
-  assert len(wavs) == 10
+  assert len(wavs) == 5
   from scipy.io import wavfile
   rate, pcm = wavfile.read(wavs[0])
   assert rate == CFG.audio.sample_rate and pcm.ndim == 2 and pcm.shape[1] == 2 and pcm.std(axis=0).min() > 0
