@@ -24,7 +24,8 @@ from wan_streamer_jax.config import Config
 from wan_streamer_jax.evaluation import runner
 from wan_streamer_jax.evaluation.settings import EvalSettings
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model config.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model config (with --checkpoint: "
+                                          "default the run's own).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir of a built corpus (default: generate).")
 _SIZE = flags.DEFINE_enum("corpus_size", "small", ["tiny", "small", "full"], "Corpus size to read, if built.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Held-out split.")
@@ -48,6 +49,9 @@ _MEDIA = flags.DEFINE_bool("media", True, "Write the stereo WAV, side-by-side MP
 def main(argv):
   del argv
   cfg = Config.from_dict(_CONFIG.value)
+  if _CHECKPOINT.value and not flags.FLAGS["config"].present:  # the run's own config
+    from wan_streamer_jax.export.checkpoints import load_run_config
+    cfg = load_run_config(_CHECKPOINT.value, _STEP.value)
   examples = runner.held_out_dialogues(cfg, split=_SPLIT.value, num=_NUM.value, start=_START.value,
                                        data_dir=_DATA_DIR.value, corpus_size=_SIZE.value, seed=_SEED.value)
   audio_codec = None
@@ -57,14 +61,12 @@ def main(argv):
     if kind != "audio":
       raise ValueError(f"--audio_codec: expected an audio codec run, {_AUDIO_CODEC.value} holds a {kind} codec")
   engine = None
-  if _CHECKPOINT.value:
+  if _CHECKPOINT.value or _MODEL.value == "random":
     from wan_streamer_jax.export.checkpoints import load_engine
     engine, info = load_engine(_CHECKPOINT.value, cfg=cfg, step=_STEP.value, audio_codec=_AUDIO_CODEC.value,
-                               video_codec=_VIDEO_CODEC.value, num_slots=_SLOTS.value, seed=_SEED.value)
+                               video_codec=_VIDEO_CODEC.value, num_slots=_SLOTS.value, seed=_SEED.value,
+                               max_units=max(int(ex["num_units"]) for ex in examples))
     print(f"model row: {info}")
-  elif _MODEL.value == "random":
-    engine = runner.random_engine(cfg, _SLOTS.value, seed=_SEED.value,
-                                  max_units=max(int(ex["num_units"]) for ex in examples))
   result = runner.evaluate(examples, cfg, _OUT.value, engine=engine, audio_codec=audio_codec,
                            settings=EvalSettings(use_recognizer=_RECOGNISER.value), seed=_SEED.value,
                            plot=_PLOTS.value, media=_MEDIA.value, progress=True)

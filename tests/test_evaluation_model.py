@@ -15,6 +15,7 @@ import pytest
 from wan_streamer_jax.codecs.training import create_codec
 from wan_streamer_jax.config import load_config
 from wan_streamer_jax.evaluation import runner
+from wan_streamer_jax.export.checkpoints import load_engine
 
 CFG = load_config("configs/tiny.py")
 
@@ -22,7 +23,7 @@ CFG = load_config("configs/tiny.py")
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
   examples = runner.held_out_dialogues(CFG, split="test", num=1, start=3)  # greeting + colour, 49 units
-  engine = runner.random_engine(CFG, num_slots=2, seed=0, max_units=int(examples[0]["num_units"]))
+  engine, _ = load_engine(None, cfg=CFG, num_slots=2, seed=0, max_units=int(examples[0]["num_units"]))
   out = str(tmp_path_factory.mktemp("eval_model"))
   codec = create_codec(CFG, "audio", seed=1)  # random init: the codec row is well formed, not intelligible
   return runner.evaluate(examples, CFG, out, engine=engine, audio_codec=codec), examples

@@ -52,19 +52,6 @@ def run_engine(engine, params, examples: list[dict], seeds: list[int]) -> dict:
   return jax.tree.map(np.asarray, jax.device_get(outputs))
 
 
-def random_engine(cfg: Config, num_slots: int, seed: int = 0, max_units: int | None = None):
-  """A streaming engine over a random-init model and random-init codecs of `cfg` (tests, smoke runs).
-
-  `max_units`: the KV cache's capacity, needed (only) when `cfg.model.window_units` is None.
-  """
-  from wan_streamer_jax.codecs.training import create_codec
-  from wan_streamer_jax.model.transformer import create_model
-  from wan_streamer_jax.streaming import StreamingEngine
-  return StreamingEngine(cfg, create_model(cfg, seed), create_codec(cfg, "audio", seed),
-                         create_codec(cfg, "video", seed), num_slots=num_slots,
-                         max_units=max_units if cfg.model.window_units is None else None)
-
-
 def codec_round_trip(audio_codec, audio: np.ndarray, bucket_units: int = 32) -> np.ndarray:
   """float32 `[samples]` through the audio codec's encode + decode (the offline call).
 
