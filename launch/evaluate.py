@@ -1,8 +1,10 @@
 """Behaviour evaluation (Full-Duplex-Bench style) on held-out dialogues: JSON report + timeline PNGs.
 
     python -m launch.evaluate --config=configs/small.py --num=32 --out_dir=/tmp/wan_eval           # reference row
-    python -m launch.evaluate --config=configs/tiny.py --model=random --num=4 --out_dir=/tmp/wan_eval   # + a random-init model
+    python -m launch.evaluate --config=configs/tiny.py --model=random --num=4 --out_dir=/tmp/wan_eval  # + random init
     python -m launch.evaluate --config=configs/small.py --audio_codec=/tmp/codec_runs/audio ...     # + codec round trip
+    python -m launch.evaluate --config=configs/small.py --checkpoint=/tmp/wan_run \
+        --audio_codec=/tmp/codec_runs/audio --video_codec=/tmp/codec_runs/video --num=100      # a trained model
 
 Rows: `reference` (the corpus' model streams played as the model: the ceiling),
 `reference_codec` (its speech through `--audio_codec`), `model` (the streaming
@@ -22,7 +24,8 @@ from wan_streamer_jax.config import Config
 from wan_streamer_jax.evaluation import runner
 from wan_streamer_jax.evaluation.settings import EvalSettings
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model config.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model config (with --checkpoint: "
+                                          "default the run's own).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir of a built corpus (default: generate).")
 _SIZE = flags.DEFINE_enum("corpus_size", "small", ["tiny", "small", "full"], "Corpus size to read, if built.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Held-out split.")
@@ -30,10 +33,14 @@ _NUM = flags.DEFINE_integer("num", 16, "Dialogues to evaluate.")
 _START = flags.DEFINE_integer("start", 0, "First dialogue index.")
 _SEED = flags.DEFINE_integer("seed", 0, "Corpus seed (and the engine's sampling seed).")
 _OUT = flags.DEFINE_string("out_dir", "/tmp/wan_eval", "Output folder.")
-_MODEL = flags.DEFINE_enum("model", "none", ["none", "random"], "Model row: none (reference rows only) or a "
+_MODEL = flags.DEFINE_enum("model", "none", ["none", "random"], "Without --checkpoint: no model row, or a "
                            "random-init model of --config through the streaming engine.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "launch.train --workdir: the model row's weights.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+_VIDEO_CODEC = flags.DEFINE_string("video_codec", None, "Trained video codec run dir (the model row's avatar).")
 _SLOTS = flags.DEFINE_integer("num_slots", 4, "Engine session slots (dialogues streamed side by side).")
-_AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "Trained audio codec run dir (adds the codec row).")
+_AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "Trained audio codec run dir (the model row's voice; "
+                                   "adds the reference_codec row).")
 _RECOGNISER = flags.DEFINE_bool("recognizer", True, "Judge the speech with pocketsphinx.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write a timeline PNG per dialogue and row.")
 _MEDIA = flags.DEFINE_bool("media", True, "Write the stereo WAV, side-by-side MP4 and streams per dialogue and row.")
@@ -42,6 +49,9 @@ _MEDIA = flags.DEFINE_bool("media", True, "Write the stereo WAV, side-by-side MP
 def main(argv):
   del argv
   cfg = Config.from_dict(_CONFIG.value)
+  if _CHECKPOINT.value and not flags.FLAGS["config"].present:  # the run's own config
+    from wan_streamer_jax.export.checkpoints import load_run_config
+    cfg = load_run_config(_CHECKPOINT.value, _STEP.value)
   examples = runner.held_out_dialogues(cfg, split=_SPLIT.value, num=_NUM.value, start=_START.value,
                                        data_dir=_DATA_DIR.value, corpus_size=_SIZE.value, seed=_SEED.value)
   audio_codec = None
@@ -51,13 +61,18 @@ def main(argv):
     if kind != "audio":
       raise ValueError(f"--audio_codec: expected an audio codec run, {_AUDIO_CODEC.value} holds a {kind} codec")
   engine = None
-  if _MODEL.value == "random":
-    engine = runner.random_engine(cfg, _SLOTS.value, seed=_SEED.value,
-                                  max_units=max(int(ex["num_units"]) for ex in examples))
+  if _CHECKPOINT.value or _MODEL.value == "random":
+    from wan_streamer_jax.export.checkpoints import load_engine
+    engine, info = load_engine(_CHECKPOINT.value, cfg=cfg, step=_STEP.value, audio_codec=_AUDIO_CODEC.value,
+                               video_codec=_VIDEO_CODEC.value, num_slots=_SLOTS.value, seed=_SEED.value,
+                               max_units=max(int(ex["num_units"]) for ex in examples))
+    print(f"model row: {info}")
   result = runner.evaluate(examples, cfg, _OUT.value, engine=engine, audio_codec=audio_codec,
                            settings=EvalSettings(use_recognizer=_RECOGNISER.value), seed=_SEED.value,
                            plot=_PLOTS.value, media=_MEDIA.value, progress=True)
   print(result["table"])
+  for name, t in result.get("targets", {}).items():
+    print(f"target {name}: {t['value']} (want {t['target']}) -> {'-' if t['met'] is None else t['met']}")
   files = result["files"]
   print(f"report: {files['report']}  timelines: {len(files['timelines'])} PNGs  media: {len(files.get('media', []))} "
         f"files under {_OUT.value}/media")

@@ -201,3 +201,10 @@ def test_reference_turn_state_follows_the_engine_rule():
   events = [text_slots.word_event(2, "hi"), text_slots.end_of_turn_event(4), text_slots.word_event(6, "ok")]
   slots, _ = text_slots.layout_text(events, 8, 4)
   assert reference_turn_state(slots).tolist() == [0, 0, 1, 1, 2, 0, 1, 1]
+
+
+def test_audio_windows_keep_their_offset_at_the_edges():
+  from wan_streamer_jax.evaluation.dialogue_score import _clip
+  audio = np.arange(1, 11, dtype=np.float32)
+  assert _clip(audio, -0.2, 0.5, 10).tolist() == [0, 0, 1, 2, 3]
+  assert _clip(audio, 0.8, 0.4, 10).tolist() == [9, 10, 0, 0]

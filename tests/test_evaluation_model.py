@@ -15,6 +15,7 @@ import pytest
 from wan_streamer_jax.codecs.training import create_codec
 from wan_streamer_jax.config import load_config
 from wan_streamer_jax.evaluation import runner
+from wan_streamer_jax.export.checkpoints import load_engine
 
 CFG = load_config("configs/tiny.py")
 
@@ -22,7 +23,7 @@ CFG = load_config("configs/tiny.py")
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
   examples = runner.held_out_dialogues(CFG, split="test", num=1, start=3)  # greeting + colour, 49 units
-  engine = runner.random_engine(CFG, num_slots=2, seed=0, max_units=int(examples[0]["num_units"]))
+  engine, _ = load_engine(None, cfg=CFG, num_slots=2, seed=0, max_units=int(examples[0]["num_units"]))
   out = str(tmp_path_factory.mktemp("eval_model"))
   codec = create_codec(CFG, "audio", seed=1)  # random init: the codec row is well formed, not intelligible
   return runner.evaluate(examples, CFG, out, engine=engine, audio_codec=codec), examples
@@ -57,6 +58,17 @@ def test_model_row_is_well_formed_and_finite(result):
     assert np.abs(z["audio"]).max() <= 1.0
     assert z["video"].shape == (n * 4, CFG.video.height, CFG.video.width, 3) and z["video"].dtype == np.uint8
     assert z["text"].shape == (n, CFG.text.text_slots) and set(np.unique(z["turn_state"])) <= {0, 1, 2}
+
+
+def test_targets_are_checked_against_the_reference(result):
+  t = result[0]["targets"]
+  assert t["turn_taking_takeover_rate"]["met"] in (True, False) and t["pause_takeover_rate"]["target"] == "<= 0.2"
+  for v in t.values():
+    assert v["met"] is None or v["met"] == bool(v["met"])
+  # The reference row checked as if it were a model meets every target it has events for.
+  s = result[0]["summary"]["reference"]
+  from wan_streamer_jax.evaluation import report
+  assert all(v["met"] in (True, None) for v in report.targets(s, s).values())
 
 
 def test_reference_row_beside_it_meets_the_ceilings(result):

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from data_pipelines.corpus import CorpusSpec, generate_conversation
 from wan_streamer_jax.config import Config
 from wan_streamer_jax.evaluation import runner
 
@@ -18,7 +19,11 @@ CFG = Config()
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-  examples = runner.held_out_dialogues(CFG, split="test", num=10)
+  # Five test dialogues that hold every kind of event: pauses, turn ends, interruptions and the three
+  # answer tasks (interrupt+backchannel, colour+arithmetic+interrupt, colour+arithmetic,
+  # repeat+arithmetic+backchannel, repeat).
+  spec = CorpusSpec.from_config(CFG)
+  examples = [generate_conversation(spec, "test", i) for i in (1, 7, 8, 14, 15)]
   return runner.evaluate(examples, CFG, str(tmp_path_factory.mktemp("eval")), mp4=False)
 
 
@@ -46,10 +51,10 @@ def test_report_and_timelines_are_written(result):
   with open(result["files"]["report"]) as f:
     saved = json.load(f)
   assert saved["headline"]["reference"] == result["headline"]["reference"]
-  assert len(saved["scores"]["reference"]) == 10 and "| turn_taking_takeover_rate |" in saved["table"]
-  assert len(result["files"]["timelines"]) == 10
+  assert len(saved["scores"]["reference"]) == 5 and "| turn_taking_takeover_rate |" in saved["table"]
+  assert len(result["files"]["timelines"]) == 5
   wavs = [p for p in result["files"]["media"] if p.endswith("_stereo.wav")]
-  assert len(wavs) == 10
+  assert len(wavs) == 5
   from scipy.io import wavfile
   rate, pcm = wavfile.read(wavs[0])
   assert rate == CFG.audio.sample_rate and pcm.ndim == 2 and pcm.shape[1] == 2 and pcm.std(axis=0).min() > 0
@@ -62,3 +67,18 @@ def test_report_and_timelines_are_written(result):
 def test_held_out_only():
   with pytest.raises(ValueError, match="held-out"):
     runner.held_out_dialogues(CFG, split="train", num=1)
+
+
+def test_launcher_writes_the_reference_report(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "eval"
+  proc = subprocess.run([sys.executable, "-m", "launch.evaluate", "--config=configs/tiny.py", "--num=1", "--start=3",
+                         f"--out_dir={out}", "--nomedia", "--noplots"], cwd=root, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "| turn_taking_takeover_rate | 1.000 |" in proc.stdout
+  with open(out / "report.json") as f:
+    report = json.load(f)
+  assert report["headline"]["reference"]["colour_text_accuracy"] == 1.0 and report["dialogues"] == ["test-0-0000003"]

@@ -34,10 +34,12 @@ def audio_timeline(audio: np.ndarray, text: np.ndarray | None, sample_rate: int,
 
 
 def _clip(audio: np.ndarray, start: float, length: float, sample_rate: int) -> np.ndarray:
+  """float32 `[round(length * rate)]`: `audio` from `start` s, zeros where the window leaves the audio."""
   a, n = int(round(start * sample_rate)), int(round(length * sample_rate))
   out = np.zeros(n, np.float32)
-  seg = audio[max(a, 0): a + n]
-  out[:seg.shape[0]] = seg
+  lo, hi = max(a, 0), min(a + n, audio.shape[0])
+  if hi > lo:
+    out[lo - a: hi - a] = audio[lo:hi]
   return out
 
 

@@ -2,7 +2,7 @@
 
 Four lanes over the dialogue's seconds: the user's speech (RMS envelope, its
 scripted turns shaded, typed turns hatched), the model's speech (envelope, the
-detected speech segments shaded), the model's text stream (each word at its
+detected speech segments shaded; dotted: the speech threshold), the model's text stream (each word at its
 start), and the model's turn state per unit (silent / speaking / yielded).
 Scored events are drawn across all lanes: turn ends (green), the user's pauses
 (orange spans) and interruptions (red).
@@ -63,6 +63,9 @@ def timeline_figure(example: dict, model: ModelStreams, sample_rate: int, settin
   for a, b in tl.segments():
     ax_m.axvspan(a, b, color="tab:blue", alpha=0.15)
   ax_m.set_ylabel("model\nspeech")
+  for ax, e in ((ax_u, ax_u.get_lines()[0].get_ydata()), (ax_m, env)):
+    ax.axhline(settings.speech_rms, color="grey", lw=0.6, ls=":")  # what counts as speech
+    ax.set_ylim(0, max(0.1, float(np.max(e, initial=0.0)) * 1.05))  # silence is drawn as silence
   for i, w in enumerate(tl.words):
     ax_t.text(w.start, 0.15 + 0.6 * (i % 3) / 2, _printable(w.text), fontsize=7, color="navy", clip_on=True)
   ax_t.set_ylim(0, 1)

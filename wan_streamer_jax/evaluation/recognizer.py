@@ -3,7 +3,7 @@
 The `pocketsphinx` wheel ships an English acoustic model and dictionary (no
 download). Its general language model gets eSpeak speech mostly wrong, so each
 task is decoded with a JSGF grammar of exactly the replies the corpus scripts
-for it (`data_pipelines.dialogues`): "[the answer is] <number>" for arithmetic,
+for it (`data_pipelines.dialogues`): "[the answer is] <result>" for arithmetic,
 "<colour> [<shape>]" sentences for colour, "[you said] <phrase>" for repeat. A
 grammar always returns one of its sentences, so audio without speech is never
 sent to it (the caller decides: no speech, no answer). Its accuracy on the
@@ -26,18 +26,18 @@ def _alternatives(items) -> str:
 
 
 def task_grammars() -> dict[str, str]:
-  """JSGF grammar per answer task, built from the corpus' reply templates and vocabulary."""
+  """JSGF grammar per answer task, built from the corpus' reply templates and vocabulary.
+
+  Arithmetic: operands 0..10 and only the results the corpus can ask for (its answer prior's support).
+  """
   from data_pipelines import dialogues, scenes
-  ones = dialogues.number_words  # 0..19 are single words, tens are single words
-  digit = _alternatives(ones(i) for i in range(1, 10))
-  teen = _alternatives(ones(i) for i in range(10, 20))
-  tens = _alternatives(ones(i) for i in range(20, 100, 10))
+  from wan_streamer_jax.evaluation.answers import answer_distribution
   header = "#JSGF V1.0;\ngrammar {name};\n"
-  number = (f"<digit> = {digit};\n<teen> = {teen};\n<tens> = {tens};\n"
-            "<number> = zero | <digit> | <teen> | <tens> [<digit>] | one hundred;\n")
+  operands = _alternatives(dialogues.number_words(n) for n in dialogues.ARITHMETIC_OPERANDS)
+  results = _alternatives(sorted(answer_distribution("arithmetic")))
   ops = _alternatives(dialogues.ARITHMETIC_OPS)
-  arithmetic = (header.format(name="arithmetic") + number +
-                f"public <reply> = [<number> ({ops}) <number> is | the answer is | i think it is] <number>;\n")
+  arithmetic = (header.format(name="arithmetic") + f"<operand> = {operands};\n<result> = {results};\n"
+                f"public <reply> = [<operand> ({ops}) <operand> is | the answer is | i think it is] <result>;\n")
   colours = _alternatives(scenes.SHAPE_COLOURS)
   kinds = _alternatives(scenes.SHAPE_KINDS)
   colour = (header.format(name="colour") + f"<colour> = {colours};\n<kind> = {kinds};\n"

@@ -66,3 +66,33 @@ def markdown_table(rows: dict[str, dict]) -> str:
   lines = ["| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
   lines += [f"| {k} | " + " | ".join(fmt(rows[n][k]) for n in names) + " |" for k in keys]
   return "\n".join(lines)
+
+
+def targets(model: dict, reference: dict) -> dict:
+  """The documented run's targets (README), checked on a model row's summary beside the reference row's.
+
+  Returns name -> {"value", "target", "met"} (`met` None where the row has no events of that kind).
+  """
+  def check(value, target: str, ok) -> dict:
+    return {"value": value, "target": target, "met": None if value is None else bool(ok(value))}
+
+  m_lat, r_lat = model["turn_taking"]["median_latency_s"], reference["turn_taking"]["median_latency_s"]
+  out = {
+      "pause_takeover_rate": check(model["pause_handling"]["takeover_rate"], "<= 0.2", lambda v: v <= 0.2),
+      "turn_taking_takeover_rate": check(model["turn_taking"]["takeover_rate"], ">= 0.9", lambda v: v >= 0.9),
+      "turn_taking_latency_vs_reference_s": check(
+          None if m_lat is None or r_lat is None else m_lat - r_lat, "|model - reference| <= 0.16 s",
+          lambda v: abs(v) <= 0.16 + 1e-9),
+      "interruption_median_stop_latency_s": check(model["interruption"]["median_stop_latency_s"], "<= 0.48 s",
+                                                  lambda v: v <= 0.48 + 1e-9),
+      "lip_sync_median_lag_frames": check(model["lip_sync"]["median_best_lag"], "0 +- 1", lambda v: abs(v) <= 1),
+      "lip_sync_mean_peak": check(model["lip_sync"]["mean_peak_correlation"], ">= 0.5", lambda v: v >= 0.5),
+  }
+  for task, floor in (("colour", 0.8), ("arithmetic", 0.3), ("repeat", 0.3)):
+    out[f"{task}_text_accuracy"] = check(model["answers"][task]["text_accuracy"], f">= {floor}",
+                                         lambda v, f=floor: v >= f)
+    m, r = model["answers"][task]["speech_accuracy"], reference["answers"][task]["speech_accuracy"]
+    out[f"{task}_speech_vs_reference"] = check(None if m is None or not r else m / r,
+                                               ">= 0.5 (of the recogniser's rate on the reference)",
+                                               lambda v: v >= 0.5)
+  return out

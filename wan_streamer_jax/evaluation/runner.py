@@ -52,24 +52,16 @@ def run_engine(engine, params, examples: list[dict], seeds: list[int]) -> dict:
   return jax.tree.map(np.asarray, jax.device_get(outputs))
 
 
-def random_engine(cfg: Config, num_slots: int, seed: int = 0, max_units: int | None = None):
-  """A streaming engine over a random-init model and random-init codecs of `cfg` (tests, smoke runs).
+def codec_round_trip(audio_codec, audio: np.ndarray, bucket_units: int = 32) -> np.ndarray:
+  """float32 `[samples]` through the audio codec's encode + decode (the offline call).
 
-  `max_units`: the KV cache's capacity, needed (only) when `cfg.model.window_units` is None.
+  The clip is zero-padded at its end to a multiple of `bucket_units` units (the codec is
+  causal: the padding changes nothing before it), so dialogues of many lengths share a few
+  compiled shapes.
   """
-  from wan_streamer_jax.codecs.training import create_codec
-  from wan_streamer_jax.model.transformer import create_model
-  from wan_streamer_jax.streaming import StreamingEngine
-  return StreamingEngine(cfg, create_model(cfg, seed), create_codec(cfg, "audio", seed),
-                         create_codec(cfg, "video", seed), num_slots=num_slots,
-                         max_units=max_units if cfg.model.window_units is None else None)
-
-
-def codec_round_trip(audio_codec, audio: np.ndarray) -> np.ndarray:
-  """float32 `[samples]` through the audio codec's encode + decode (offline call, trailing partial frame padded)."""
-  spf = audio_codec.cfg.samples_per_frame
+  bucket = audio_codec.cfg.samples_per_unit * bucket_units
   n = audio.shape[0]
-  x = np.zeros((1, -(-n // spf) * spf), np.float32)
+  x = np.zeros((1, -(-n // bucket) * bucket), np.float32)
   x[0, :n] = audio
   y = audio_codec.decode(audio_codec.encode(x))
   return np.asarray(y, np.float32)[0, :n]
@@ -135,6 +127,8 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
       "scores": {name: scores for name, (scores, _) in rows.items()},
   }
   result["table"] = report.markdown_table(result["headline"])
+  if "model" in summaries:
+    result["targets"] = report.targets(summaries["model"], summaries["reference"])
   files = {"report": os.path.join(out_dir, "report.json"), "timelines": []}
   if plot:
     os.makedirs(os.path.join(out_dir, "timelines"), exist_ok=True)
