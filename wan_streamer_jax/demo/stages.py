@@ -173,14 +173,9 @@ def run_stream(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, 
   rec = from_conversation(source[plan.stream_index], cfg.audio.samples_per_unit)
   if plan.stream_max_units:
     rec = rec.truncated(plan.stream_max_units)
-  silent = engine.silent_inputs()
-
-  def step(params, state, inputs, active, reset):  # recordings' unit inputs carry no per-session seed
-    return engine.step(params, state, {"seed": silent["seed"], **inputs}, active, reset)
-
   with tqdm(total=rec.num_units, unit="unit", desc=f"stream {rec.name}", disable=not progress) as bar:
-    report, recorder, _ = drive_recording(step, engine.params, engine.init_state(seed=0), rec,
-                                          silent_inputs=silent, num_slots=1, realtime=False,
+    report, recorder, _ = drive_recording(engine.step, engine.params, engine.init_state(seed=0), rec,
+                                          silent_inputs=engine.silent_inputs(), seed=0, realtime=False,
                                           progress=lambda n: bar.update(n - bar.n))
   files = recorder.write(stage_dir, report, sample_rate=cfg.audio.sample_rate, mp4=True)
   audio = recorder.model_audio()
