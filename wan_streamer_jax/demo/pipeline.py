@@ -140,6 +140,9 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
         f"{_fmt(t['last_train'].get('loss'))}; validation loss {_fmt(t['validation'].get('loss'))} (text_out "
         f"{_fmt(t['validation'].get('loss/text_out'))}, audio_out {_fmt(t['validation'].get('loss/audio_out'))}, "
         f"video_out {_fmt(t['validation'].get('loss/video_out'))})")
+  if "evaluate" in r:
+    row("evaluate", f"{r['evaluate']['dialogues']} held-out test dialogues; rows " +
+        ", ".join(r["evaluate"]["headline"]) + " (table below)")
   if "stream" in r:
     s = r["stream"]
     row("stream", f"{s['recording']}: {s['units']} units, step p50 {_fmt(s['latency'].get('step_ms_p50'))} ms "
