@@ -1,6 +1,6 @@
 """The decode-time KV cache: a ring buffer of whole units, keys after RoPE (DESIGN §1, §7).
 
-One cache serves every layer (scanned with the layers, like the blocks):
+One cache serves every layer (carried through the layer scan, each layer writing its slice in place):
 
     k, v         [layers, batch, capacity * L, kv_heads, head_dim]  compute dtype
     unit_ids     int32 [batch, capacity * L]   absolute unit of each cached token
