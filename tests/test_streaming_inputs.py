@@ -102,3 +102,19 @@ def test_state_stays_usable_after_a_rejected_unit():
     for k in a:
       np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   assert eng.compiled_step._cache_size() == 1
+
+
+def test_step_fn_exports_without_custom_calls():
+  """`engine.step_fn` is pure in arrays: `jax.export` serialises it (xla attention, no custom calls)."""
+  eng = engine(1)
+  args = (eng.params, eng.init_state(), eng.silent_inputs(), np.ones(1, bool), np.zeros(1, bool))
+  exported = jax.export.export(jax.jit(eng.step_fn), platforms=("cpu",))(*args)
+  assert "tpu_custom_call" not in exported.mlir_module() and "triton" not in exported.mlir_module()
+  blob = exported.serialize()
+  back = jax.export.deserialize(blob)
+  assert back.in_tree == exported.in_tree and back.out_tree == exported.out_tree
+  manifest = eng.manifest()
+  assert manifest["inputs"]["audio"] == {"shape": [1, 2560], "dtype": "float32"}
+  assert manifest["outputs"]["video"] == {"shape": [1, 4, 16, 16, 3], "dtype": "uint8"}
+  import json
+  json.dumps(manifest)

@@ -93,22 +93,25 @@ class Attention(nnx.Module):
       ids: int32 `q_unit`, `q_segment` `[b, s]` and `kv_unit`, `kv_segment` `[b, kv_len]`
         (training: the same arrays; decode: the cache's ids, this unit already written).
       metadata: `kernels.prepare_attention(...)` of these ids.
-      kv: None, or `(k_cache, v_cache, offset, keep)`: this layer's cache `[b, kv_len, kvh, hd]`,
-        int32 `[b]` token offsets where this unit's rotated keys/values go, bool `[b]` rows to
-        write (False: the row's cache is left bit-identical).
+      kv: None, or `(k_cache, v_cache, layer, offset, keep)`: the stacked cache
+        `[layers, b, kv_len, kvh, hd]`, this layer's index (int32 scalar), int32 `[b]` token
+        offsets where this unit's rotated keys/values go, bool `[b]` rows to write (False:
+        the row's cache is left bit-identical).
     Returns:
       `[b, s, d]`; with `kv`, `(out, (k_cache, v_cache))` updated.
     """
     q, k, v = self.project_qkv(x, rope)
     if kv is not None:
-      k_cache, v_cache, offset, keep = kv
-      k, v = write_rows(k_cache, k, offset, keep), write_rows(v_cache, v, offset, keep)
+      k_cache, v_cache, layer, offset, keep = kv
+      k_cache = write_rows(k_cache, k, offset, keep, layer)
+      v_cache = write_rows(v_cache, v, offset, keep, layer)
+      k, v = k_cache[layer], v_cache[layer]
     out = kernels.block_causal_attention(
         q, k, v, q_unit=ids["q_unit"], kv_unit=ids["kv_unit"], q_segment=ids["q_segment"],
         kv_segment=ids["kv_segment"], window_units=self.cfg.window_units,
         sink_units=self.cfg.sink_units, impl=self.cfg.attention_impl, metadata=metadata)
     out = self.output(out)
-    return out if kv is None else (out, (k, v))
+    return out if kv is None else (out, (k_cache, v_cache))
 
 
 class Block(nnx.Module):

@@ -119,19 +119,22 @@ class WanStreamer(nnx.Module):
   def run_blocks(self, x, rope, ids, metadata, cache: KVCache | None = None, write=None):
     """The layer scan: one compiled block applied `num_layers` times.
 
-    With `cache`, its per-layer `k, v` are scanned with the blocks and `write =
-    (offset, keep)` (see `Attention`) says where this unit goes; returns `(x, k, v)`.
+    With `cache`, the stacked `k, v` `[layers, ...]` are carried through the scan (each
+    layer writes its slice in place) and `write = (offset, keep)` (see `Attention`) says
+    where this unit goes; returns `(x, k, v)`.
     """
     if cache is not None:
       offset, keep = write
 
-      @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0),
+      @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
                 transform_metadata={nnx.PARTITION_NAME: "layers"})
-      def decode_fn(block, carry, k, v):
-        carry, (k, v) = block(carry, rope, ids, metadata, (k, v, offset, keep))
-        return carry, k, v
+      def decode_fn(block, carry):
+        x, k, v, layer = carry
+        x, (k, v) = block(x, rope, ids, metadata, (k, v, layer, offset, keep))
+        return x, k, v, layer + 1
 
-      return decode_fn(self.blocks, x, cache.k, cache.v)
+      x, k, v, _ = decode_fn(self.blocks, (x, cache.k, cache.v, jnp.int32(0)))
+      return x, k, v
 
     policy = self.cfg.model.remat_policy
 

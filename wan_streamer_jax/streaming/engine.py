@@ -105,6 +105,8 @@ class StreamingEngine:
                    "audio_codec": self.audio_fns.flat_params(audio_params),
                    "video_codec": self.video_fns.flat_params(video_params)}
 
+    self._input_spec = self._build_input_spec()
+    self._input_meaning = self.input_meaning()
     lay = self.layout
     self._out_sizes = [lay.group_size(g) for g in schedule.OUT_GROUPS]
     self._missing_out = np.concatenate([np.full(n, lay.missing(g), np.int32)
@@ -132,6 +134,9 @@ class StreamingEngine:
 
   def input_spec(self) -> dict:
     """name -> `jax.ShapeDtypeStruct` of one step's `inputs` dict."""
+    return dict(self._input_spec)
+
+  def _build_input_spec(self) -> dict:
     S, a, v, t = self.num_slots, self.cfg.audio, self.cfg.video, self.cfg.text
     sds = jax.ShapeDtypeStruct
     return {"audio": sds((S, a.samples_per_unit), jnp.float32),
@@ -154,6 +159,25 @@ class StreamingEngine:
                                                    with_logits=with_logits)[1],
                             jax.eval_shape(lambda: self.init_state(0)))
     return dict(shapes)
+
+  def manifest(self) -> dict:
+    """JSON-able description of the step (for an export manifest / a server that never imports
+    the model): config, pool, stream formats, unit layout, input and output specs."""
+    import dataclasses
+    a, v, t = self.cfg.audio, self.cfg.video, self.cfg.text
+    spec = lambda d: {k: {"shape": list(x.shape), "dtype": np.dtype(x.dtype).name} for k, x in d.items()}
+    return {"config": self.cfg.to_dict(), "num_slots": self.num_slots, "sample_rate": a.sample_rate,
+            "samples_per_unit": a.samples_per_unit, "frames_per_unit": FRAMES_PER_UNIT, "fps": 25,
+            "height": v.height, "width": v.width, "text_slots": t.text_slots, "unit_seconds": 0.16,
+            "tokens_per_unit": self.layout.tokens_per_unit, "unit_layout": self.layout.describe(),
+            "cache_units": self.capacity_units, "window_units": self.cfg.model.window_units,
+            "sink_units": self.cfg.model.sink_units, "sampling": dataclasses.asdict(self.sampling),
+            "text_specials": {"PAD": t.PAD, "WORD_END": t.WORD_END, "END_OF_TURN": t.END_OF_TURN,
+                              "MISSING": t.MISSING},
+            "turn_states": {"silent": TURN_SILENT, "speaking": TURN_SPEAKING, "yielded": TURN_YIELDED},
+            "inputs": spec(self.input_spec()), "masks": {"active": {"shape": [self.num_slots], "dtype": "bool"},
+                                                         "reset": {"shape": [self.num_slots], "dtype": "bool"}},
+            "outputs": spec(self.output_spec())}
 
   def silent_inputs(self) -> dict:
     """Neutral inputs (silence, black frames with the camera off, nothing typed): numpy."""
@@ -188,7 +212,7 @@ class StreamingEngine:
 
   def check_inputs(self, inputs: dict, active, reset, *, lead: tuple = (), sample_rate: int | None = None):
     """ValueError naming the field, the expected and the received value (host side, nothing compiled)."""
-    checks.check_inputs(self.input_spec(), self.input_meaning(), inputs, active, reset, lead=lead,
+    checks.check_inputs(self._input_spec, self._input_meaning, inputs, active, reset, lead=lead,
                         sample_rate=sample_rate, expected_rate=self.cfg.audio.sample_rate)
 
   def slot_mask(self, indices) -> np.ndarray:
