@@ -76,7 +76,7 @@ def main(argv):
     report, recorder, _ = drive_recording(engine.step, engine.params, engine.init_state(seed=_SEED.value), rec,
                                           silent_inputs=engine.silent_inputs(), slot=_SLOT.value,
                                           seed=_SEED.value, realtime=_REALTIME.value,
-                                          progress=lambda n: bar.update(n - bar.n))
+                                          progress=lambda n: bar.reset() if n == 0 else bar.update(n - bar.n))
   files = recorder.write(_OUT_DIR.value, report, sample_rate=cfg.audio.sample_rate, mp4=_MP4.value)
   print(json.dumps({"recording": rec.name, "config": cfg.name, "sources": sources, **report.summary(),
                     "files": files}, sort_keys=True), flush=True)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import FRAMES_PER_UNIT, GROUPS, UNIT_SECONDS, VIDEO_FPS, TextConfig
 from wan_streamer_jax.export import specs as S
-from wan_streamer_jax.export.writer import write_artifact
+from wan_streamer_jax.export.writer import RESERVED_KEYS, write_artifact
 
 EXPORTABLE_ATTENTION = ("xla", "reference")
 
@@ -53,14 +53,16 @@ def export_engine(engine, path: str, *, platforms: Sequence[str] = ("cpu",), par
     raise ValueError(f"attention_impl: expected one of {EXPORTABLE_ATTENTION} for an exported step "
                      f"(custom calls are not stable under jax.export), received {impl!r}")
   sampling = getattr(engine, "sampling", None)
+  own = engine.manifest() if hasattr(engine, "manifest") else {}   # the engine's description first
   meta = {
+      **{k: v for k, v in own.items() if k not in RESERVED_KEYS and k != "masks"},
       "config": cfg.to_dict(),
       "unit_layout": unit_layout_metadata(cfg),
       "sample_rate": cfg.audio.sample_rate, "samples_per_unit": cfg.audio.samples_per_unit,
       "frames_per_unit": FRAMES_PER_UNIT, "height": cfg.video.height, "width": cfg.video.width,
       "text_slots": cfg.text.text_slots, "unit_seconds": UNIT_SECONDS, "fps": VIDEO_FPS,
       "sampling": dataclasses.asdict(sampling) if dataclasses.is_dataclass(sampling) else None,
-      "turn_states": ["silent", "speaking", "yielded"],
+      "turn_states": own.get("turn_states", {"silent": 0, "speaking": 1, "yielded": 2}),
       "attention_impl": impl, "cache_units": int(engine.capacity_units),
       **dict(metadata or {}),
   }

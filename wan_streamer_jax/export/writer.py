@@ -43,6 +43,8 @@ from wan_streamer_jax.export import specs as S
 FORMAT_VERSION = 1
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 FILES = ("step.jaxexport", "init.jaxexport", "params.npz")
+RESERVED_KEYS = frozenset({"format_version", "created", "versions", "platforms", "num_slots", "param_dtype", "params",
+                           "state", "inputs", "active", "reset", "outputs", "files"})
 
 
 def sha256(path: str) -> str:
@@ -96,6 +98,9 @@ def write_artifact(path: str, *, step_fn: Callable, init_fn: Callable, params, n
     metadata: JSON-able extras recorded in the manifest (config, unit_layout, sample_rate, fps, ...).
   """
   platforms = _check_platforms(platforms)
+  clash = sorted(set(metadata or {}) & RESERVED_KEYS)
+  if clash:
+    raise ValueError(f"metadata: keys {clash} are written by the exporter itself (reserved: {sorted(RESERVED_KEYS)})")
   path = os.path.abspath(path)
   if os.path.exists(path) and not overwrite:
     raise ValueError(f"export path {path}: already exists (pass overwrite=True to replace it)")

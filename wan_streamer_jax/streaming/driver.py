@@ -193,6 +193,8 @@ def drive_recording(step: Callable, params, state, recording, *, silent_inputs: 
   off = np.zeros(silent_inputs["camera_on"].shape[0], bool)
   state, warm = step(params, state, silent_inputs, off, off)
   jax.block_until_ready(warm)
+  if progress is not None:
+    progress(0)  # compiled: the clock starts now
   session = PoolSession(step, params, state)
   recorder = StreamRecorder(recording, slot)
   driver = RealtimeDriver(session, unit_seconds=unit_seconds, realtime=realtime, warmup_units=0)

@@ -135,16 +135,21 @@ def build_transcript(model_text: np.ndarray, turn_states, units, user_text: np.n
           "speaking_fraction": float(np.mean(speaking)) if speaking else 0.0, "entries": entries}
 
 
+def _printable(text: str) -> str:
+  """Control characters (random or untrained models emit any byte) as backslash-x escapes."""
+  return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+
+
 def transcript_text(transcript: dict) -> str:
-  lines = [f"# {transcript['units']} units of {transcript['unit_seconds']} s; model text: {transcript['model_text']!r}"]
+  lines = [f"# {transcript['units']} units of {transcript['unit_seconds']} s; model text: {_printable(transcript['model_text'])!r}"]
   for e in transcript["entries"]:
     t = e["start_s"]
     stamp = f"[{int(t // 60):02d}:{t % 60:05.2f}] unit {e['unit']:5d}"
     parts = []
     if e["user_typed"]:
-      parts.append(f"user typed: {e['user_typed']}")
+      parts.append(f"user typed: {_printable(e['user_typed'])}")
     if e["model"]:
-      parts.append(f"model: {e['model']}")
+      parts.append(f"model: {_printable(e['model'])}")
     if e["turn_state"] == "yielded":
       parts.append("(end of turn)")
     lines.append(f"{stamp}  " + "  ".join(parts))
