@@ -88,21 +88,34 @@ def _tile_mask(st, qu, qs, ku, ks, active):
   return (vis & active[:, None, None])[:, None, None]
 
 
+def _heads_major(x, kvh):
+  """`[b, t, h, d]` -> `[b, kv_heads, group, t, d]` (done once, outside the chunk loops: the
+  loops' matmuls then have leading batch dims and XLA inserts no per-iteration transposes)."""
+  return jnp.moveaxis(_group(x, kvh), 1, 3)
+
+
+def _time_chunks(x, n, axis):
+  """Split `axis` (time) into `n` chunks and move the chunk index to the front."""
+  shape = x.shape[:axis] + (n, x.shape[axis] // n) + x.shape[axis + 1:]
+  return jnp.moveaxis(x.reshape(shape), axis, 0)
+
+
 def _forward(st: Static, q, k, v, ids, tiles):
   qu, qs, ku, ks = ids
   fwd_tile, fwd_mask, fwd_num = tiles[:3]
   b, tq, h, d = q.shape
   kvh, bk = k.shape[2], st.block_k
   g, nq = h // kvh, tq // st.block_q
+  kh, vh = jnp.moveaxis(k, 1, 2), jnp.moveaxis(v, 1, 2)  # [b, kvh, tk, d]
 
   def chunk(xs):
-    qc, qu_c, qs_c, tile, needs, num = xs  # qc [b, cq, kvh, g, d]; tile [nk], num scalar
+    qc, qu_c, qs_c, tile, needs, num = xs  # qc [b, kvh, g, cq, d]; tile [nk], num scalar
 
     def step(s, carry):
       m, l, acc = carry
       start = tile[s] * bk
-      kc, vc = lax.dynamic_slice_in_dim(k, start, bk, 1), lax.dynamic_slice_in_dim(v, start, bk, 1)
-      logits = _einsum("bqkgd,bskd->bkgqs", qc, kc) * st.scale
+      kc, vc = lax.dynamic_slice_in_dim(kh, start, bk, 2), lax.dynamic_slice_in_dim(vh, start, bk, 2)
+      logits = _einsum("bkgqd,bksd->bkgqs", qc, kc) * st.scale
       active = jnp.ones((b,), bool)  # the loop runs over the batch's list only
 
       def update(mask):
@@ -112,7 +125,7 @@ def _forward(st: Static, q, k, v, ids, tiles):
         p = jnp.exp(x - m_new[..., None])
         if mask is not None:
           p = jnp.where(mask, p, 0.0)
-        pv = _einsum("bkgqs,bskd->bkgqd", p.astype(v.dtype), vc)
+        pv = _einsum("bkgqs,bksd->bkgqd", p.astype(v.dtype), vc)
         return m_new, alpha * l + jnp.sum(p, axis=-1), alpha[..., None] * acc + pv
 
       def masked():
@@ -127,14 +140,14 @@ def _forward(st: Static, q, k, v, ids, tiles):
     seen = l > 0
     out = acc / jnp.where(seen, l, 1.0)[..., None]
     lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), EMPTY_LSE)
-    # [b, kvh, g, cq, ...] -> [b, cq, h, ...]
-    out = jnp.moveaxis(out, 3, 1).reshape(b, st.block_q, h, d).astype(q.dtype)
-    return out, jnp.moveaxis(lse, 3, 1).reshape(b, st.block_q, h)
+    return out.astype(q.dtype), lse  # [b, kvh, g, cq, d], [b, kvh, g, cq]
 
-  xs = (_chunks(_group(q, kvh), nq), _chunks(qu, nq), _chunks(qs, nq),
+  xs = (_time_chunks(_heads_major(q, kvh), nq, 3), _chunks(qu, nq), _chunks(qs, nq),
         *_batch_union(fwd_tile, fwd_mask, fwd_num))
-  out, lse = lax.map(chunk, xs)
-  return _unchunk(out), _unchunk(lse)
+  out, lse = lax.map(chunk, xs)  # [nq, b, kvh, g, cq, ...]
+  out = jnp.moveaxis(out, 0, 3).reshape(b, kvh, g, tq, d)
+  lse = jnp.moveaxis(lse, 0, 3).reshape(b, kvh, g, tq)
+  return jnp.moveaxis(out, 3, 1).reshape(b, tq, h, d), jnp.moveaxis(lse, 3, 1).reshape(b, tq, h)
 
 
 def _backward(st: Static, q, k, v, ids, tiles, out, lse, dout):
@@ -144,42 +157,46 @@ def _backward(st: Static, q, k, v, ids, tiles, out, lse, dout):
   kvh, bq, bk = k.shape[2], st.block_q, st.block_k
   g, nk = h // kvh, k.shape[1] // bk
   delta = jnp.sum(dout.astype(F32) * out.astype(F32), axis=-1)  # [b, tq, h]
+  qh, doh = _heads_major(q, kvh), _heads_major(dout, kvh)  # [b, kvh, g, tq, d]
+  lse_h = jnp.moveaxis(_group(lse, kvh), 1, 3)  # [b, kvh, g, tq]
+  del_h = jnp.moveaxis(_group(delta, kvh), 1, 3)
 
   def chunk(dq, xs):
-    kc, vc, ku_c, ks_c, tile, needs, num = xs  # kc [b, ck, kvh, d]
+    kc, vc, ku_c, ks_c, tile, needs, num = xs  # kc [b, kvh, ck, d]
 
     def step(s, carry):
       dq, dk, dv = carry
       start = tile[s] * bq
-      rows = lambda x: lax.dynamic_slice_in_dim(x, start, bq, 1)
-      qc, doc = _group(rows(q), kvh), _group(rows(dout), kvh)
-      lse_c = jnp.moveaxis(_group(rows(lse), kvh), 1, 3)  # [b, kvh, g, cq]
-      del_c = jnp.moveaxis(_group(rows(delta), kvh), 1, 3)
-      logits = _einsum("bqkgd,bskd->bkgqs", qc, kc) * st.scale
+      rows = lambda x: lax.dynamic_slice_in_dim(x, start, bq, 3)  # noqa: E731
+      qc, doc, lse_c, del_c = rows(qh), rows(doh), rows(lse_h), rows(del_h)
+      logits = _einsum("bkgqd,bksd->bkgqs", qc, kc) * st.scale
       p = jnp.exp(logits - lse_c[..., None])
       active = jnp.ones((b,), bool)  # the loop runs over the batch's list only
 
       def masked():
-        mask = _tile_mask(st, rows(qu), rows(qs), ku_c, ks_c, active)
+        mask = _tile_mask(st, lax.dynamic_slice_in_dim(qu, start, bq, 1),
+                          lax.dynamic_slice_in_dim(qs, start, bq, 1), ku_c, ks_c, active)
         return jnp.where(mask, p, 0.0)
 
       p = lax.cond(needs[s] != 0, masked, lambda: p)
-      dv = dv + _einsum("bkgqs,bqkgd->bskd", p.astype(dout.dtype), doc)
-      dp = _einsum("bqkgd,bskd->bkgqs", doc, vc)
+      dv = dv + _einsum("bkgqs,bkgqd->bksd", p.astype(dout.dtype), doc)
+      dp = _einsum("bkgqd,bksd->bkgqs", doc, vc)
       ds = p * (dp - del_c[..., None])
-      dk = dk + _einsum("bkgqs,bqkgd->bskd", ds.astype(q.dtype), qc)
-      dq_c = _einsum("bkgqs,bskd->bqkgd", ds.astype(k.dtype), kc)
-      dq = lax.dynamic_update_slice_in_dim(dq, rows(dq) + dq_c.reshape(b, bq, h, d), start, 1)
+      dk = dk + _einsum("bkgqs,bkgqd->bksd", ds.astype(q.dtype), qc)
+      dq_c = _einsum("bkgqs,bksd->bkgqd", ds.astype(k.dtype), kc)
+      dq = lax.dynamic_update_slice_in_dim(dq, rows(dq) + dq_c, start, 3)
       return dq, dk, dv
 
-    zeros = jnp.zeros((b, bk, kvh, d), F32)
+    zeros = jnp.zeros((b, kvh, bk, d), F32)
     dq, dk, dv = lax.fori_loop(0, num, step, (dq, zeros, zeros))
     return dq, (dk * st.scale, dv)
 
-  xs = (_chunks(k, nk), _chunks(v, nk), _chunks(ku, nk), _chunks(ks, nk),
-        *_batch_union(bwd_tile, bwd_mask, bwd_num))
-  dq, (dk, dv) = lax.scan(chunk, jnp.zeros((b, tq, h, d), F32), xs)
-  return (dq * st.scale).astype(q.dtype), _unchunk(dk).astype(k.dtype), _unchunk(dv).astype(v.dtype)
+  xs = (_time_chunks(jnp.moveaxis(k, 1, 2), nk, 2), _time_chunks(jnp.moveaxis(v, 1, 2), nk, 2),
+        _chunks(ku, nk), _chunks(ks, nk), *_batch_union(bwd_tile, bwd_mask, bwd_num))
+  dq, (dk, dv) = lax.scan(chunk, jnp.zeros((b, kvh, g, tq, d), F32), xs)
+  dq = jnp.moveaxis(dq, 3, 1).reshape(b, tq, h, d)
+  kv_back = lambda x: jnp.moveaxis(jnp.moveaxis(x, 0, 2).reshape(b, kvh, -1, d), 1, 2)  # noqa: E731
+  return (dq * st.scale).astype(q.dtype), kv_back(dk).astype(k.dtype), kv_back(dv).astype(v.dtype)
 
 
 def float0_zeros(tree):
