@@ -11,10 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from tests.helpers import ROOT, tiny_config
-from wan_streamer_jax.codecs import AudioCodec
 from wan_streamer_jax.export import load_server, read_manifest, write_artifact
 from wan_streamer_jax.export.specs import spec_of
 
@@ -149,51 +147,59 @@ def test_bad_inputs_get_clear_errors_before_anything_runs(artifact):
   assert server._step._cache_size() == 0            # noqa: SLF001 — nothing was compiled or run
 
 
-# -- the writer and loader on a small pure step (the audio codec's), cheap to export ------------
+# -- the writer and loader on a small pure step (cheap to compile) -------------------------------
 
-def _codec_pool(cfg):
-  """A pool step on the audio codec's pure steps: encode -> decode, per-slot typed PRNG keys, a counter."""
-  fns, params = AudioCodec(cfg.audio, rngs=nnx.Rngs(0)).functional()
+SPU = 2560
+
+
+def _toy_pool():
+  """A pool step with the engine's shape of contract: nested state with typed PRNG keys, a counter,
+  a carried accumulator, reset/active masks; params a nested dict (float32 + an int table)."""
+  rng = np.random.default_rng(0)
+  params = {"proj": {"w": jnp.asarray(rng.normal(0, 0.05, (SPU, 8)), jnp.float32),
+                     "b": jnp.asarray(rng.normal(0, 1, (8,)), jnp.float32)},
+            "table": jnp.arange(8, dtype=jnp.int32)}
 
   def init_fn(seed):
-    return {"codec": fns.init_state(S), "unit": jnp.zeros((S,), jnp.int32),
+    return {"acc": jnp.zeros((S, 8), jnp.float32), "unit": jnp.zeros((S,), jnp.int32),
             "rng": jax.random.split(jax.random.key(seed), S)}
 
   def step_fn(p, state, inputs, active, reset):
     sel = lambda m, a, b: jnp.where(m.reshape(m.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
     state = jax.tree.map(lambda f, s: sel(reset, f, s), init_fn(0), state)
-    cs, codes = fns.encode_step(p, state["codec"], inputs["audio"])
-    cs, y = fns.decode_step(p, cs, codes)
+    y = jnp.tanh(inputs["audio"] @ p["proj"]["w"] + p["proj"]["b"])
+    acc = 0.9 * state["acc"] + y
     noise = jax.vmap(lambda k: jax.random.uniform(k, ()))(state["rng"])
-    new = {"codec": cs, "unit": state["unit"] + 1, "rng": jax.vmap(lambda k: jax.random.split(k)[0])(state["rng"])}
+    new = {"acc": acc, "unit": state["unit"] + 1, "rng": jax.vmap(lambda k: jax.random.split(k)[0])(state["rng"])}
     new = jax.tree.map(lambda n, o: sel(active, n, o), new, state)
-    return new, {"audio": y * active[:, None], "codes": codes, "unit": state["unit"], "noise": noise}
+    code = p["table"][jnp.argmax(acc, axis=1)]
+    return new, {"acc": acc * active[:, None], "code": code, "unit": state["unit"], "noise": noise}
 
-  specs = {"audio": spec_of(jax.ShapeDtypeStruct((S, cfg.audio.samples_per_unit), jnp.float32), range=[-1, 1])}
+  specs = {"audio": spec_of(jax.ShapeDtypeStruct((S, SPU), jnp.float32), range=[-1, 1])}
   return step_fn, init_fn, params, specs
 
 
 @pytest.fixture(scope="module")
 def pool():
-  step_fn, init_fn, params, specs = _codec_pool(tiny_config())
+  step_fn, init_fn, params, specs = _toy_pool()
   return jax.jit(step_fn), init_fn, params, specs    # one compiled reference for every test below
 
 
 @pytest.fixture(scope="module")
-def codec_artifact(pool, tmp_path_factory):
+def toy_artifact(pool, tmp_path_factory):
   step_fn, init_fn, params, specs = pool
-  path = str(tmp_path_factory.mktemp("art") / "codec_pool")
+  path = str(tmp_path_factory.mktemp("art") / "toy_pool")
   write_artifact(path, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs)
   return path
 
 
-def test_typed_prng_keys_ranges_and_state_usable_after_rejection(pool, codec_artifact):
-  m = read_manifest(codec_artifact)
+def test_typed_prng_keys_ranges_and_state_usable_after_rejection(pool, toy_artifact):
+  m = read_manifest(toy_artifact)
   assert m["state"]["rng"] == {"shape": [S, 2], "dtype": "uint32", "prng_impl": "threefry2x32"}
   assert m["inputs"]["audio"]["range"] == [-1, 1]
-  server = load_server(codec_artifact)
+  server = load_server(toy_artifact)
   state = server.init_state(4)
-  x = {"audio": np.full((S, 2560), 0.5, np.float32)}
+  x = {"audio": np.full((S, SPU), 0.5, np.float32)}
   with pytest.raises(ValueError, match=r"expected values in \[-1, 1\], received values in \[1.5, 1.5\]"):
     server.step(state, {"audio": x["audio"] + 1})
   step_fn, init_fn, params, _ = pool
@@ -203,33 +209,39 @@ def test_typed_prng_keys_ranges_and_state_usable_after_rejection(pool, codec_art
   for _ in range(3):                                # the rejected units left the state usable
     state, out = server.step(state, x)
     ref_state, ref = step_fn(params, ref_state, x, np.ones(S, bool), np.zeros(S, bool))
-    np.testing.assert_array_equal(out["noise"], np.asarray(ref["noise"]))
+    for k in ("noise", "acc", "code", "unit"):
+      np.testing.assert_array_equal(out[k], np.asarray(ref[k]), err_msg=k)
 
 
-def test_bfloat16_params_halve_the_file_and_equal_the_rounded_weights(pool, codec_artifact, tmp_path):
+def test_bfloat16_params_halve_the_file_and_equal_the_rounded_weights(pool, toy_artifact, tmp_path):
   step_fn, init_fn, params, specs = pool
   path = str(tmp_path / "bf16")
   m = write_artifact(path, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs,
                      param_dtype="bfloat16")
-  assert {p["dtype"] for p in m["params"].values()} == {"bfloat16"}
+  assert {n: p["dtype"] for n, p in m["params"].items()} == {"proj/w": "bfloat16", "proj/b": "bfloat16",
+                                                              "table": "int32"}   # only floats are cast
   assert os.path.getsize(os.path.join(path, "params.npz")) < 0.6 * os.path.getsize(
-      os.path.join(codec_artifact, "params.npz"))
+      os.path.join(toy_artifact, "params.npz"))
   server = load_server(path)
   rng = np.random.default_rng(1)
-  audio = rng.uniform(-0.5, 0.5, (3, S, 2560)).astype(np.float32)
+  audio = rng.uniform(-0.5, 0.5, (3, S, SPU)).astype(np.float32)
   active, reset = rng.random((3, S)) > 0.2, np.eye(3, S, dtype=bool)
-  rounded = jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(a.dtype), params)
-  st, ref_st = server.init_state(0), init_fn(jnp.int32(0))
+  rounded = jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(a.dtype) if a.dtype == jnp.float32 else a, params)
+  st, ref_st, f32_st = server.init_state(0), init_fn(jnp.int32(0)), init_fn(jnp.int32(0))
+  gap = 0.0
   for u in range(3):
     st, out = server.step(st, {"audio": audio[u]}, active[u], reset[u])
     ref_st, ref = step_fn(rounded, ref_st, {"audio": audio[u]}, active[u], reset[u])
-    np.testing.assert_allclose(out["audio"], np.asarray(ref["audio"]), atol=1e-6)
+    f32_st, f32 = step_fn(params, f32_st, {"audio": audio[u]}, active[u], reset[u])
+    np.testing.assert_allclose(out["acc"], np.asarray(ref["acc"]), atol=1e-5)
+    gap = max(gap, float(np.abs(out["acc"] - np.asarray(f32["acc"])).max()))
+  assert gap > 1e-4            # the stored weights really are bfloat16 (not the float32 ones)
 
 
-def test_export_refuses_overwrite_and_failures_leave_nothing(pool, codec_artifact, tmp_path):
+def test_export_refuses_overwrite_and_failures_leave_nothing(pool, toy_artifact, tmp_path):
   step_fn, init_fn, params, specs = pool
   with pytest.raises(ValueError, match="already exists"):
-    write_artifact(codec_artifact, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs)
+    write_artifact(toy_artifact, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs)
   with pytest.raises(ValueError, match="platforms"):
     write_artifact(str(tmp_path / "x"), step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S,
                    input_specs=specs, platforms=("cpu", "metal"))
@@ -237,17 +249,17 @@ def test_export_refuses_overwrite_and_failures_leave_nothing(pool, codec_artifac
   def broken(*a):
     raise RuntimeError("trace failure")
 
-  before = sorted(os.listdir(os.path.dirname(codec_artifact)))
+  before = sorted(os.listdir(os.path.dirname(toy_artifact)))
   with pytest.raises(RuntimeError, match="trace failure"):
-    write_artifact(codec_artifact, step_fn=broken, init_fn=init_fn, params=params, num_slots=S, input_specs=specs,
+    write_artifact(toy_artifact, step_fn=broken, init_fn=init_fn, params=params, num_slots=S, input_specs=specs,
                    overwrite=True)
-  assert sorted(os.listdir(os.path.dirname(codec_artifact))) == before   # old one intact, no partial folder
-  load_server(codec_artifact)
+  assert sorted(os.listdir(os.path.dirname(toy_artifact))) == before   # old one intact, no partial folder
+  load_server(toy_artifact)
 
 
-def test_corrupt_or_foreign_artifacts_are_rejected(codec_artifact, tmp_path):
+def test_corrupt_or_foreign_artifacts_are_rejected(toy_artifact, tmp_path):
   bad = str(tmp_path / "bad")
-  shutil.copytree(codec_artifact, bad)
+  shutil.copytree(toy_artifact, bad)
   with open(os.path.join(bad, "params.npz"), "r+b") as f:
     f.seek(100)
     f.write(b"\x00\x01\x02")
