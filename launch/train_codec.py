@@ -43,6 +43,11 @@ _CACHE = flags.DEFINE_bool("cache_streams", None, "Keep the trained codec's stre
                             "conversation in memory after the first read (default: audio only, ~1.5 MB per "
                             "conversation; video would take ~7 MB per 64x64 conversation).")
 _THREADS = flags.DEFINE_integer("data_threads", 1, "Grain read threads.")
+_VOICES = flags.DEFINE_enum("train_voices", "classic", ["classic", "train"],
+                            "Audio: the training corpus' user voices (`train`: the corpus built with "
+                            "make_dataset --user_voices=train; evaluation stays on the classic corpus).")
+_AUGMENT = flags.DEFINE_bool("augment", False, "Audio: augment training windows (data_pipelines.augment: "
+                             "reverb, noise incl. babble, EQ/band limits, gain, clipping).")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Number of processes (multi-host).")
 _PID = flags.DEFINE_integer("process_id", 0, "This process's index (multi-host).")
@@ -66,14 +71,16 @@ def _sources(cfg, kind: str):
             SyntheticSignalSource(cfg, 32, seed=1 if _EVAL_SPLIT.value == "validation" else 2))
   from data_pipelines.synthetic_builder import make_synthetic_builder
   from wan_streamer_jax.codecs.training import StreamCache
-  builder = make_synthetic_builder(cfg, _SIZE.value, data_dir=_DATA_DIR.value)
-  if not builder.is_prepared():
-    raise ValueError(f"no {_SIZE.value} corpus for {cfg.name} under {builder.data_dir}; build it with: "
-                     f"python -m launch.make_dataset --config=<model config> --size={_SIZE.value} "
-                     f"--data_dir={_DATA_DIR.value or '~/tensorflow_datasets'}")
-  train = builder.as_data_source("train")
+  builders = {}
+  for voices in {_VOICES.value, "classic"}:
+    builders[voices] = make_synthetic_builder(cfg, _SIZE.value, data_dir=_DATA_DIR.value, user_voices=voices)
+    if not builders[voices].is_prepared():
+      raise ValueError(f"no {_SIZE.value} corpus for {cfg.name} under {builders[voices].data_dir}; build it "
+                       f"with: python -m launch.make_dataset --config=<model config> --size={_SIZE.value} "
+                       f"--user_voices={voices} --data_dir={_DATA_DIR.value or '~/tensorflow_datasets'}")
+  train = builders[_VOICES.value].as_data_source("train")
   cache = _CACHE.value if _CACHE.value is not None else kind == "audio"
-  return (StreamCache(train, kind) if cache else train), builder.as_data_source(_EVAL_SPLIT.value)
+  return (StreamCache(train, kind) if cache else train), builders["classic"].as_data_source(_EVAL_SPLIT.value)
 
 
 def _add_wav(tb, tag: str, wave, sample_rate: int, step: int) -> None:
@@ -135,8 +142,14 @@ def main(argv):
   rows = process_slice(cfg.train.batch_size)
   local_bs = rows.stop - rows.start
   over = max(1, _OVERSAMPLE.value) if kind == "audio" else 1
+  augment = None
+  if _AUGMENT.value and kind == "audio":
+    from data_pipelines.augment import BabbleSource, CodecAugment
+    babble = BabbleSource(train_src, cfg.train.units_per_example * ccfg.samples_per_unit) if _DATA.value == "corpus" else None
+    augment = CodecAugment(ccfg.sample_rate, babble)
   data_it = iter(raw_pipeline(train_src, cfg, units=cfg.train.units_per_example, batch_size=local_bs * over,
-                              seed=cfg.train.seed, role=_ROLE.value, num_threads=_THREADS.value, prefetch=4))
+                              seed=cfg.train.seed, role=_ROLE.value, num_threads=_THREADS.value, prefetch=4,
+                              window_map=augment))
 
   n_steps = cfg.train.num_steps
   every = cfg.train.checkpoint_every or n_steps
@@ -173,9 +186,10 @@ def main(argv):
              dynamic_ncols=True)
   t_start, t_first, step = time.perf_counter(), None, start - 1  # a finished run only re-evaluates
   for step in bar:
-    batch = next(data_it)[key]
-    if over > 1:  # keep the most speech-active windows
-      active = training.speech_activity(batch, ccfg.sample_rate)
+    raw = next(data_it)
+    batch = raw[key]
+    if over > 1:  # keep the most speech-active windows (of the clean audio when augmented)
+      active = raw["speech_activity"] if "speech_activity" in raw else training.speech_activity(batch, ccfg.sample_rate)
       batch = batch[np.sort(np.argsort(-active, kind="stable")[:local_bs])]
     params, opt_state, m = step_fn(params, opt_state, to_global({key: batch},
                                                                  {key: training.batch_sharding(mesh)}))
@@ -219,6 +233,7 @@ def main(argv):
                  "seconds_per_step_after_compile": (round((t_end - t_first) / max(steps_run - 1, 1), 3)
                                                     if t_first else None),
                  "eval_seconds": round(time.perf_counter() - t0, 1), "data": _DATA.value,
+                 "train_voices": _VOICES.value, "augment": _AUGMENT.value,
                  "batch_size": cfg.train.batch_size, "units_per_example": cfg.train.units_per_example,
                  "backend": jax.default_backend(), "devices": jax.device_count()})
   for k, v in result.items():
