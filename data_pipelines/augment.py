@@ -98,7 +98,7 @@ class CodecAugment(grain.transforms.RandomMap):
   """Seeded augmentation of raw audio windows (module docstring). Probabilities per effect."""
 
   def __init__(self, sample_rate: int, babble_source: Callable[[np.random.Generator], np.ndarray] | None = None,
-               *, clean_prob: float = 0.35, reverb_prob: float = 0.3, noise_prob: float = 0.5,
+               *, clean_prob: float = 0.5, reverb_prob: float = 0.3, noise_prob: float = 0.5,
                babble_prob: float = 0.3, eq_prob: float = 0.5, gain_prob: float = 0.5, clip_prob: float = 0.1):
     for name, p in (("clean_prob", clean_prob), ("reverb_prob", reverb_prob), ("noise_prob", noise_prob),
                     ("babble_prob", babble_prob), ("eq_prob", eq_prob), ("gain_prob", gain_prob),
