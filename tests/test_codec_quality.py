@@ -86,3 +86,5 @@ def test_codec_quality_benchmark_scores_our_codec_and_codec2(tmp_path):
   assert res["ours_bitrate_bps"] == pytest.approx(cfg.audio.bitrate_bps, abs=0.1)
   with pytest.raises(ValueError, match="audio_codec"):
     codec_quality.run(cfg)
+  with pytest.raises(ValueError, match="in_domain"):
+    codec_quality.run(cfg, audio_codec=str(tmp_path), sets=("test_voices",))

@@ -90,11 +90,14 @@ def _our_roundtrip(codec, refs: list[np.ndarray], batch: int = 8) -> list[np.nda
   return out
 
 
-def run(cfg: Config, audio_codec: str | None = None, utterances: int = 24) -> dict:
+def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets: tuple[str, ...] = SETS) -> dict:
   from wan_streamer_jax.codecs import codec2, training
   if not audio_codec:
     raise ValueError("codec_quality: expected --audio_codec=<launch.train_codec run directory> (a trained "
                      "codec; random weights would score nothing)")
+  if not sets or set(sets) - set(SETS) or "in_domain" not in sets:
+    raise ValueError(f"codec_quality sets: expected a subset of {SETS} with in_domain (Codec2's delay is "
+                     f"measured on it), got {sets!r}")
   if not codec2.available():
     raise RuntimeError("codec_quality needs Codec2's c2enc/c2dec (apt-get install -y codec2)")
   del cfg  # the codec's own config comes from its checkpoint
@@ -103,7 +106,7 @@ def run(cfg: Config, audio_codec: str | None = None, utterances: int = 24) -> di
     raise ValueError(f"codec_quality: {audio_codec} holds a {kind} codec, expected an audio codec")
   sr = codec.cfg.sample_rate
   t0 = time.perf_counter()
-  sets = {name: utterance_set(name, utterances, sr) for name in SETS}
+  sets = {name: utterance_set(name, utterances, sr) for name in sets}
   refs_c2 = {m: codec2.Codec2(m) for m in CODEC2_MODES}
   delays = {m: c.fixed_delay(sets["in_domain"][:8], sr) for m, c in refs_c2.items()}
   result = {"audio_codec": audio_codec, "codec_steps": step, "sample_rate": sr, "utterances_per_set": utterances,
