@@ -16,9 +16,10 @@ from absl import flags
 from launch import common
 from wan_streamer_jax.config import Config
 
-WHATS = ("train_step", "attention", "data", "codecs")
+WHATS = ("train_step", "attention", "data", "codecs", "codec_quality")
 _WHAT = flags.DEFINE_enum("what", "train_step", WHATS, "Which benchmark to run.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
+_AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "codec_quality: a launch.train_codec audio run directory.")
 _CONFIG = common.config_flag("small", "Model/run config file.")
 
 
@@ -26,7 +27,8 @@ def main(argv):
   del argv
   cfg = Config.from_dict(_CONFIG.value)
   module = importlib.import_module(f"launch.benchmarks.{_WHAT.value}")
-  result = {"what": _WHAT.value, "config": cfg.name, **module.run(cfg)}
+  kwargs = {"audio_codec": _AUDIO_CODEC.value} if _WHAT.value == "codec_quality" else {}
+  result = {"what": _WHAT.value, "config": cfg.name, **module.run(cfg, **kwargs)}
   text = json.dumps(result, sort_keys=True)
   print(text, flush=True)
   if _OUT.value:
