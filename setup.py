@@ -24,6 +24,7 @@ setup(
         "flatbuffers>=24.3",
         "espeakng-loader>=0.2.4,<0.3",
         "pystoi>=0.4,<0.5",
+        "pesq>=0.0.4,<0.1",  # ITU-T P.862 PESQ (builds a C extension: needs a C compiler)
         "tqdm>=4.66",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",

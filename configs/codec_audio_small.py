@@ -1,6 +1,15 @@
 """Audio codec of the small model (16 kHz, 4 x FSQ(8,5,5,5) ~ 997 bps): the documented CPU run.
 
-    python -m launch.train_codec --config=configs/codec_audio_small.py --data_dir=DATA --workdir=runs/codec_audio_small
+    python -m launch.make_dataset --config=configs/small.py --size=small --num_train=800 --user_voices=train --data_dir=DATA
+    python -m launch.make_dataset --config=configs/small.py --size=small --num_train=300 --data_dir=DATA
+    python -m launch.train_codec --config=configs/codec_audio_small.py --data_dir=DATA --config.codec_train.train_voices=train \
+        --config.codec_train.augment=True --workdir=runs/codec_audio_small
+    python -m launch.bench --what=codec_quality --audio_codec=runs/codec_audio_small
+
+`--config.codec_train.train_voices=train` trains on the corpus whose users speak with every eSpeak NG voice of
+the training pool (`data_pipelines/voices.py`; the validation and test voices are held out),
+`--config.codec_train.augment=True` adds `data_pipelines/augment.py`'s noise / reverb / EQ / clipping; the final
+evaluation stays on the classic corpus' validation split (the in-domain window protocol).
 
 The codec section is `configs/small.py`'s (so the tokens fit the small model);
 only the training schedule is set here.

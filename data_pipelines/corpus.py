@@ -23,7 +23,7 @@ import zlib
 
 import numpy as np
 
-from data_pipelines import avatar, dialogues, scenes, speech, text_slots
+from data_pipelines import avatar, dialogues, scenes, speech, text_slots, voices
 from data_pipelines.timeline import Timeline
 from wan_streamer_jax.config import FRAMES_PER_UNIT, Config
 
@@ -52,12 +52,19 @@ class CorpusSpec:
   # would have to commit inside the user's last unit), and a fixed one, so the start of a reply is a
   # target the model can learn exactly instead of a 1-in-4 guess (the old 1..4 draw).
   reply_onset_units: tuple[int, int] = (2, 2)
+  # Who the user is: "classic" (one of `speech.USER_VOICES`, fixed rate/pitch) or a voice pool of
+  # `data_pipelines.voices` ("train" | "validation" | "test": an accent + variant of that pool with a
+  # random rate, pitch and pitch range per utterance). The model keeps `speech.MODEL_VOICE`.
+  user_voices: str = "classic"
 
   def __post_init__(self):
     lo, hi = self.reply_onset_units
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
       raise ValueError(f"CorpusSpec.reply_onset_units: expected (lo, hi) ints with 1 <= lo <= hi, "
                        f"got {self.reply_onset_units!r}")
+    if self.user_voices not in ("classic",) + voices.POOLS:
+      raise ValueError(f"CorpusSpec.user_voices: expected classic|{'|'.join(voices.POOLS)}, "
+                       f"got {self.user_voices!r}")
 
   @classmethod
   def from_config(cls, cfg: Config, **overrides) -> "CorpusSpec":
@@ -85,6 +92,12 @@ def generate_conversation(spec: CorpusSpec, split: str, index: int,
   rng = _rng(spec, split, index)
   spu, spf = spec.samples_per_unit, spec.samples_per_frame
   user_voice = speech.USER_VOICES[int(rng.integers(len(speech.USER_VOICES)))]
+  voice_meta = dataclasses.asdict(user_voice)
+  if spec.user_voices != "classic":  # same dialogue as the classic corpus, another speaker
+    code = SPLIT_CODES.get(split, zlib.crc32(split.encode()))
+    speaker = voices.Speaker.sample(np.random.default_rng(np.random.SeedSequence(
+        [spec.seed, code, index, zlib.crc32(spec.user_voices.encode())])), spec.user_voices)
+    user_voice, voice_meta = speaker, {**speaker.describe(), "pool": spec.user_voices}
   tasks = dialogues.sample_tasks(rng, spec.max_tasks)
   camera_mode = "off" if rng.random() < spec.camera_off_prob else "on"
   ctx = dialogues.SceneContext(camera_on=camera_mode == "on",
@@ -173,7 +186,7 @@ def generate_conversation(spec: CorpusSpec, split: str, index: int,
       "tasks": task_records, "answers": answers, "turns": turns_meta, "camera": camera_mode,
       "shape": {"colour": ctx.shape_colour, "kind": ctx.shape_kind,
                 "spans_units": [[a // spu, (b - 1) // spu] for a, b in spans]},
-      "user_voice": dataclasses.asdict(user_voice), "user_text_box": has_text_box,
+      "user_voice": voice_meta, "user_text_box": has_text_box,
       "samples_per_unit": spu, "sample_rate": spec.sample_rate, "seed": spec.seed, "split": split,
       "index": index,
   }

@@ -120,11 +120,18 @@ def _maybe_workers(ds: grain.IterDataset, worker_count: int, worker_buffer_size:
 def raw_pipeline(source, cfg: Config, *, units: int, batch_size: int, seed: int = 0, shuffle: bool = True,
                  num_epochs: int | None = None, role: str = "mixed", process_index: int | None = None,
                  process_count: int | None = None, num_threads: int = 2, prefetch: int = 8,
-                 worker_count: int = 0, worker_buffer_size: int = 2, drop_remainder: bool = True) -> grain.IterDataset:
-  """Raw audio/video windows for codec training (batch layout in the module docstring)."""
+                 worker_count: int = 0, worker_buffer_size: int = 2, drop_remainder: bool = True,
+                 window_map: grain.transforms.RandomMap | None = None) -> grain.IterDataset:
+  """Raw audio/video windows for codec training (batch layout in the module docstring).
+
+  `window_map` (e.g. `augment.CodecAugment`) runs on each window before batching, seeded per
+  element like the window choice (a resumed iterator sees the same windows).
+  """
   ds = sharded_examples(IndexedSource(source), seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                         process_index=process_index, process_count=process_count)
   ds = ds.random_map(RawWindow(units, cfg.audio.samples_per_unit, role))
+  if window_map is not None:
+    ds = ds.random_map(window_map)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   it = ds.to_iter_dataset(_read_options(num_threads, prefetch))
   return _maybe_workers(it, worker_count, worker_buffer_size)

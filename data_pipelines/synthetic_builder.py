@@ -67,6 +67,8 @@ class SyntheticDialoguesConfig(tfds.core.BuilderConfig):
     name = f"{size}_{spec.height}x{spec.width}_{spec.sample_rate}hz_t{spec.text_slots}_s{spec.seed}"
     if spec.reply_onset_units != CorpusSpec.reply_onset_units:
       name += "_onset{}-{}".format(*spec.reply_onset_units)
+    if spec.user_voices != "classic":  # another speaker pool: another corpus beside the classic one
+      name += f"_v{spec.user_voices}"
     super().__init__(name=name, description=f"{size} synthetic dialogue corpus, {spec}", **kwargs)
     self.size = size
     self.spec = spec

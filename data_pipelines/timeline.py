@@ -16,6 +16,7 @@ starts speaking on unit boundaries (it emits one unit per step). Timing rules:
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -57,7 +58,10 @@ class Timeline:
   """Builds the turn list of one conversation; `cursor` is where the floor is free again."""
 
   def __init__(self, synth: SpeechSynthesizer, rng: np.random.Generator, samples_per_unit: int,
-               user_voice: Voice, model_voice: Voice, text_slots: int, reply_onset: tuple[int, int] = (2, 2)):
+               user_voice: Voice | Callable[[], Voice], model_voice: Voice, text_slots: int,
+               reply_onset: tuple[int, int] = (2, 2)):
+    # user_voice: one Voice, or a callable drawing the voice of each user utterance
+    # (`voices.Speaker`: random rate/pitch per utterance, from its own generator).
     if not (1 <= reply_onset[0] <= reply_onset[1]):
       raise ValueError(f"reply_onset: expected (lo, hi) units with 1 <= lo <= hi, got {reply_onset!r}")
     self.synth, self.rng, self.spu = synth, rng, samples_per_unit
@@ -68,6 +72,9 @@ class Timeline:
     self.cursor = 0
     self.last_user_end = 0  # sample; the unit containing it is "where the user stopped"
     self.events: dict[str, int] = {}
+
+  def _user_voice(self) -> Voice:
+    return self.user_voice() if callable(self.user_voice) else self.user_voice
 
   # -- clock helpers --------------------------------------------------------
   def unit_of(self, sample: int) -> int:
@@ -85,7 +92,7 @@ class Timeline:
     self.cursor += int(units) * self.spu
 
   def user_says(self, text: str, task: str, gap=(1.0, 4.0)) -> Turn:
-    utt = self.synth.say(text, self.user_voice)
+    utt = self.synth.say(text, self._user_voice())
     start = self.cursor + self._gap(*gap)
     turn = Turn("user", "speech", text, task, start, start + utt.num_samples, utt)
     self.turns.append(turn)
@@ -147,7 +154,7 @@ class Timeline:
     lo = model.start + 3 * self.spu
     hi = max(lo + 1, model.end - (stop_after[1] + 2) * self.spu)
     user_start = int(self.rng.integers(lo, hi))
-    utt = self.synth.say(user_text, self.user_voice)
+    utt = self.synth.say(user_text, self._user_voice())
     user = Turn("user", "speech", user_text, task, user_start, user_start + utt.num_samples, utt)
     self.turns.append(user)
     interrupt_unit = self.unit_of(user_start)

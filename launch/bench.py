@@ -16,9 +16,10 @@ from absl import flags
 from launch import common
 from wan_streamer_jax.config import Config
 
-WHATS = ("train_step", "attention", "data", "codecs", "stream")
+WHATS = ("train_step", "attention", "data", "codecs", "codec_quality", "stream")
 _WHAT = flags.DEFINE_enum("what", "train_step", WHATS, "Which benchmark to run.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
+_AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "codec_quality: a launch.train_codec audio run directory.")
 _CONFIG = common.config_flag("small", "Model/run config file.")
 _STREAM_UNITS = flags.DEFINE_integer("stream_units", 200, "--what=stream: units of the single-session run.")
 _STREAM_POOL_UNITS = flags.DEFINE_integer("stream_pool_units", 60, "--what=stream: units per pool size.")
@@ -34,6 +35,8 @@ def main(argv):
   if _WHAT.value == "stream":
     kwargs = {"units": _STREAM_UNITS.value, "pool_units": _STREAM_POOL_UNITS.value,
               "long_units": _STREAM_LONG_UNITS.value}
+  elif _WHAT.value == "codec_quality":
+    kwargs = {"audio_codec": _AUDIO_CODEC.value}
   result = {"what": _WHAT.value, "config": cfg.name, **module.run(cfg, **kwargs)}
   text = json.dumps(result, sort_keys=True)
   print(text, flush=True)

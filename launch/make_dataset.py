@@ -29,6 +29,8 @@ _CONFIG = common.config_flag("small", "Model config (frame size, rate, slots).")
 _SIZE = flags.DEFINE_enum("size", "tiny", ["tiny", "small", "full"], "Corpus size (conversations per split).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's, ~/tensorflow_datasets).")
 _SEED = flags.DEFINE_integer("seed", 0, "Corpus seed (part of the corpus name).")
+_USER_VOICES = flags.DEFINE_enum("user_voices", "classic", ["classic", "train", "validation", "test"],
+                                 "Synthetic corpus: the users' voices (classic, or a data_pipelines.voices pool).")
 _TRAIN = flags.DEFINE_integer("num_train", None, "Override the number of train conversations.")
 _RECORDINGS = flags.DEFINE_string("recordings", None, "Ingest this recordings folder instead (folder builder).")
 _ON_ERROR = flags.DEFINE_enum("on_error", "skip", ["skip", "raise"],
@@ -66,6 +68,7 @@ def main(argv):
   else:
     from data_pipelines.synthetic_builder import make_synthetic_builder
     builder = make_synthetic_builder(cfg, _SIZE.value, data_dir=data_dir, seed=_SEED.value,
+                                     user_voices=_USER_VOICES.value,
                                      num_examples={"train": _TRAIN.value} if _TRAIN.value else None)
   if not _RECORDINGS.value:
     check_existing(builder, getattr(builder, "_num_examples", None), _REUSE.value)

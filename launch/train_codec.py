@@ -64,16 +64,26 @@ def main(argv):
   else:
     from data_pipelines.synthetic_builder import make_synthetic_builder
     from wan_streamer_jax.config import ConfigError
-    builder = make_synthetic_builder(cfg, _SIZE.value, data_dir=_DATA_DIR.value)
-    if not builder.is_prepared():
-      raise ConfigError(f"no {_SIZE.value} corpus for {cfg.name} under {builder.data_dir}; build it with: "
-                        f"python -m launch.make_dataset --config=<model config> --size={_SIZE.value} "
-                        f"--data_dir={_DATA_DIR.value or '~/tensorflow_datasets'}")
-    train_src, eval_src = builder.as_data_source("train"), builder.as_data_source(ct.eval_split)
-    info = {"source": "corpus", "corpus": os.path.abspath(str(builder.data_dir))}
+    builders = {}
+    for voices in {ct.train_voices, "classic"}:  # evaluation always reads the classic corpus
+      builders[voices] = make_synthetic_builder(cfg, _SIZE.value, data_dir=_DATA_DIR.value, user_voices=voices)
+      if not builders[voices].is_prepared():
+        raise ConfigError(f"no {_SIZE.value} corpus for {cfg.name} under {builders[voices].data_dir}; build it "
+                          f"with: python -m launch.make_dataset --config=<model config> --size={_SIZE.value} "
+                          f"--user_voices={voices} --data_dir={_DATA_DIR.value or '~/tensorflow_datasets'}")
+    train_src = builders[ct.train_voices].as_data_source("train")
+    eval_src = builders["classic"].as_data_source(ct.eval_split)
+    info = {"source": "corpus", "corpus": os.path.abspath(str(builders[ct.train_voices].data_dir))}
     if ct.cache_streams == "yes" or (ct.cache_streams == "auto" and kind == "audio"):
       train_src = training.StreamCache(train_src, kind)
-  task = codec_task(cfg, mesh, train_src, eval_src, data_info=info)
+  augment = None
+  if ct.augment and kind == "audio":
+    from data_pipelines.augment import BabbleSource, CodecAugment
+    ccfg = training.codec_config(cfg, kind)
+    babble = (BabbleSource(train_src, cfg.train.units_per_example * ccfg.samples_per_unit)
+              if _DATA.value == "corpus" else None)
+    augment = CodecAugment(ccfg.sample_rate, babble)
+  task = codec_task(cfg, mesh, train_src, eval_src, data_info=info, window_map=augment)
   summary = loop.train(task, workdir=workdir, init_from=_INIT_FROM.value, allow_mismatch=_ALLOW_MISMATCH.value,
                        progress=_PROGRESS.value)
   if summary.final and jax.process_index() == 0:

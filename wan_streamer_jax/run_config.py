@@ -134,6 +134,10 @@ class CodecTrainConfig:
   eval_units: int = 25  # units per evaluation window (25 = 4 s)
   eval_split: str = "validation"  # validation | test
   eval_role: str = "mixed"
+  train_voices: str = "classic"  # audio: the training corpus' user voices: classic | train (the voice pool
+  #                                built by `make_dataset --user_voices=train`); evaluation stays on classic
+  augment: bool = False  # audio: augment training windows (data_pipelines.augment: reverb, noise incl.
+  #                        babble, EQ/band limits, gain, clipping)
 
   def __post_init__(self):
     if self.kind not in ("", "audio", "video"):
@@ -148,6 +152,8 @@ class CodecTrainConfig:
       _fail("codec_train.cache_streams", "auto | yes | no", self.cache_streams)
     if self.eval_split not in ("validation", "test"):
       _fail("codec_train.eval_split", "validation | test", self.eval_split)
+    if self.train_voices not in ("classic", "train"):
+      _fail("codec_train.train_voices", "classic | train", self.train_voices)
     for name in ("speech_oversample", "data_threads", "eval_windows", "eval_units"):
       if getattr(self, name) < 1:
         _fail(f"codec_train.{name}", "an int >= 1", getattr(self, name))

@@ -1,7 +1,8 @@
 """Codec evaluation metrics (numpy in, Python floats out; computed on host).
 
 Audio: SI-SNR (dB), log-mel distance (mean |ln mel_a - ln mel_b|, 80 mels,
-1024/256 STFT), STOI (`pystoi`, 0..1). Video: PSNR (dB, peak 255 on uint8),
+1024/256 STFT), STOI (`pystoi`, 0..1), PESQ (ITU-T P.862 via the `pesq` package: narrow-band
+MOS-LQO 1.0..4.5 at 8 or 16 kHz, wide-band P.862.2 1.0..4.6 at 16 kHz). Video: PSNR (dB, peak 255 on uint8),
 SSIM (Gaussian 11x11). Codebook usage: per-quantiser perplexity
 `exp(entropy)` of the code histogram (max = codebook size) and the fraction of
 codes used.
@@ -23,13 +24,26 @@ def si_snr(est: np.ndarray, ref: np.ndarray, eps: float = 1e-8) -> float:
   return float(np.mean(10 * np.log10((np.sum(proj ** 2, -1) + eps) / (np.sum(noise ** 2, -1) + eps))))
 
 
-def log_mel_distance(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> float:
-  """Mean absolute difference of natural-log mel spectrograms (80 mels, n_fft 1024, hop 256)."""
-  from wan_streamer_jax.codecs.losses import log_mel
-  import jax.numpy as jnp
-  a = log_mel(jnp.atleast_2d(jnp.asarray(est, jnp.float32)), sample_rate)
-  b = log_mel(jnp.atleast_2d(jnp.asarray(ref, jnp.float32)), sample_rate)
-  return float(jnp.mean(jnp.abs(a - b)))
+def log_mel_distance(est: np.ndarray, ref: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 256,
+                     n_mels: int = 80) -> float:
+  """Mean absolute difference of natural-log mel spectrograms (80 mels, n_fft 1024, hop 256).
+
+  Numpy (no per-length compile); the same spectrogram as `losses.log_mel` (Hann frames fully
+  inside the signal, |STFT| with eps 1e-5, HTK mels 0..sample_rate/2, log(mel + 1e-5)).
+  """
+  from wan_streamer_jax.codecs.losses import _EPS, mel_filterbank
+  fb = mel_filterbank(sample_rate, n_fft, n_mels).astype(np.float64)
+  window = np.hanning(n_fft + 1)[:-1]
+
+  def spec(x):
+    x = np.atleast_2d(np.asarray(x, np.float64))
+    if x.shape[-1] < n_fft:
+      x = np.pad(x, ((0, 0), (0, n_fft - x.shape[-1])))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[:, ::hop] * window
+    mag = np.sqrt(np.abs(np.fft.rfft(frames, axis=-1)) ** 2 + _EPS ** 2)
+    return np.log(mag @ fb + _EPS)
+
+  return float(np.mean(np.abs(spec(est) - spec(ref))))
 
 
 def stoi(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> float:
@@ -42,6 +56,34 @@ def stoi(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> float:
     if np.max(np.abs(r)) < 1e-6:  # silent reference: STOI undefined
       continue
     vals.append(_stoi(r, e, sample_rate, extended=False))
+  return float(np.mean(vals)) if vals else float("nan")
+
+
+def pesq(est: np.ndarray, ref: np.ndarray, sample_rate: int, mode: str = "wb") -> float:
+  """PESQ MOS-LQO of `est` against `ref` (`[T]` or `[B, T]` float in [-1, 1]), mean over the batch.
+
+  `mode` "nb" (P.862, `sample_rate` 8000 or 16000) or "wb" (P.862.2, 16000 only; other rates
+  are resampled to 16 kHz). Windows PESQ finds no utterance in count as missing (NaN if all).
+  """
+  from pesq import NoUtterancesError, pesq as _pesq
+  from scipy import signal
+  if mode not in ("nb", "wb"):
+    raise ValueError(f"pesq mode: expected nb|wb, got {mode!r}")
+  est = np.atleast_2d(np.asarray(est, np.float64))
+  ref = np.atleast_2d(np.asarray(ref, np.float64))
+  rate = sample_rate
+  if (mode == "wb" and rate != 16000) or rate not in (8000, 16000):
+    est = signal.resample_poly(est, 16000, rate, axis=-1)
+    ref = signal.resample_poly(ref, 16000, rate, axis=-1)
+    rate = 16000
+  vals = []
+  for e, r in zip(est, ref):
+    if np.max(np.abs(r)) < 1e-6:
+      continue
+    try:
+      vals.append(float(_pesq(rate, r, e, mode)))
+    except NoUtterancesError:
+      continue
   return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -75,3 +117,10 @@ def codebook_usage(codes: np.ndarray, codebook_size: int) -> dict:
     ppl.append(float(np.exp(-np.sum(nz * np.log(nz)))))
     used.append(float(np.mean(hist > 0)))
   return {"perplexity": ppl, "used_fraction": used}
+
+
+def speech_scores(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> dict:
+  """The speech-codec figures of one `[T]` pair: STOI, PESQ-NB, PESQ-WB, log-mel distance, SI-SNR."""
+  return {"stoi": stoi(est, ref, sample_rate), "pesq_nb": pesq(est, ref, sample_rate, "nb"),
+          "pesq_wb": pesq(est, ref, sample_rate, "wb"),
+          "log_mel_distance": log_mel_distance(est, ref, sample_rate), "si_snr_db": si_snr(est, ref)}

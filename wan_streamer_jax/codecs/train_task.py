@@ -62,8 +62,13 @@ def write_samples(tb, kind: str, samples: dict, sample_rate: int, step: int) -> 
 
 
 def codec_task(cfg: Config, mesh, train_source, eval_source=None, *, data_info: dict | None = None,
-               batch_transform=None) -> Task:
-  """A `loop.Task` training `cfg.codec_train.kind`'s codec on `train_source` (corpus conversations)."""
+               batch_transform=None, window_map=None) -> Task:
+  """A `loop.Task` training `cfg.codec_train.kind`'s codec on `train_source` (corpus conversations).
+
+  `window_map` (a seeded Grain `RandomMap`, e.g. `data_pipelines.augment.CodecAugment`) runs on each
+  training window before batching; a window it marks with `speech_activity` (of the clean audio) is
+  ranked by that in the speech selection.
+  """
   from data_pipelines.pipelines import raw_pipeline
   kind = training.codec_kind(cfg)
   ct, ccfg = cfg.codec_train, training.codec_config(cfg, kind)
@@ -87,13 +92,15 @@ def codec_task(cfg: Config, mesh, train_source, eval_source=None, *, data_info: 
   local_bs = rows.stop - rows.start
   over = ct.speech_oversample if kind == "audio" else 1
   data_iter = iter(raw_pipeline(train_source, cfg, units=cfg.train.units_per_example, batch_size=local_bs * over,
-                                seed=cfg.train.seed, role=ct.role, num_threads=ct.data_threads, prefetch=4))
+                                seed=cfg.train.seed, role=ct.role, num_threads=ct.data_threads, prefetch=4,
+                                window_map=window_map))
 
   def transform(batch: dict, step_index: int) -> dict:
     if batch_transform is not None:
       batch = batch_transform(batch, step_index)
     if over > 1:  # keep the most speech-active windows (the corpus is mostly silence at any one time)
-      active = training.speech_activity(batch[kind], ccfg.sample_rate)
+      active = (np.asarray(batch["speech_activity"]) if "speech_activity" in batch
+                else training.speech_activity(batch[kind], ccfg.sample_rate))
       keep = np.sort(np.argsort(-active, kind="stable")[:local_bs])
       batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
     return batch

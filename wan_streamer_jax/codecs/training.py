@@ -130,7 +130,8 @@ def evaluate(kind: str, codec, batches: Iterable[dict], keep_samples: int = 2) -
   Only a window's valid units count (`unit_mask`: the raw head zero-pads windows past the end of
   a short conversation; padding is not held-out data). The codec runs on the whole padded
   window (causal: padding after the end never changes what came before).
-  Audio: SI-SNR, log-mel distance and STOI over windows that contain speech (`speech_mask`),
+  Audio: SI-SNR, log-mel distance, STOI and PESQ (narrow-/wide-band) over windows that contain
+  speech (`speech_mask`),
   STOI also over every window; video: PSNR (one MSE over all valid frames) and SSIM (mean over
   valid frames), plus `psnr_db_with_padding` (all frames, for reference). Both: per-quantiser
   code perplexity and used fraction over valid units.
@@ -164,6 +165,8 @@ def evaluate(kind: str, codec, batches: Iterable[dict], keep_samples: int = 2) -
       out["stoi"] = float(np.mean([metrics.stoi(rec[i], ref[i], sr) for i in idx]))
       out["si_snr_db"] = float(np.mean([metrics.si_snr(rec[i], ref[i]) for i in idx]))
       out["log_mel_distance"] = float(np.mean([metrics.log_mel_distance(rec[i], ref[i], sr) for i in idx]))
+      for mode in ("nb", "wb"):
+        out[f"pesq_{mode}"] = float(np.nanmean([metrics.pesq(rec[i], ref[i], sr, mode) for i in idx]))
     all_stoi = [metrics.stoi(rec[i], ref[i], sr) for i in range(len(ref)) if np.abs(ref[i]).max() > 1e-6]
     out["stoi_all_windows"] = float(np.nanmean(all_stoi)) if all_stoi else float("nan")
     usage = metrics.codebook_usage(codes, ccfg.codebook_size)
