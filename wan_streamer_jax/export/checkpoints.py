@@ -1,0 +1,124 @@
+"""The inference parts of a training run: config, Transformer parameters and codecs.
+
+Used by `launch/stream.py`, `launch/export.py` and the stream benchmark (not by
+the serving side, which loads an artifact). The Transformer checkpoint is
+today's `wan_streamer_jax.train.checkpoint.Checkpointer` layout
+(`RUN/checkpoints/STEP/{state,config}`); only the model half of the restored
+train state is kept (the optimizer state is dropped). Codecs come from
+`launch/train_codec.py` run directories, or random init (tests, speed runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+from flax import nnx
+
+from wan_streamer_jax.config import Config, MeshConfig
+
+
+# Model fields a checkpoint may be streamed with other values of (no parameter changes shape).
+STREAM_TUNABLE = ("attention_impl", "window_units", "sink_units", "compute_dtype", "remat_policy")
+
+
+def checkpoint_dir(path: str) -> str:
+  """A run directory (`--workdir` of launch.train) or its `checkpoints/` folder -> the latter."""
+  path = os.path.abspath(os.path.expanduser(path))
+  sub = os.path.join(path, "checkpoints")
+  if os.path.isdir(sub):
+    return sub
+  if os.path.isdir(path):
+    return path
+  raise ValueError(f"checkpoint: expected a launch.train --workdir (or its checkpoints/ folder), "
+                   f"{path} does not exist")
+
+
+def _manager(path: str):
+  import orbax.checkpoint as ocp
+  return ocp.CheckpointManager(checkpoint_dir(path))
+
+
+def _step(mgr, path: str, step: int | None) -> int:
+  steps = mgr.all_steps()
+  if not steps:
+    raise ValueError(f"checkpoint {path}: expected saved steps, found none")
+  if step is None:
+    return mgr.latest_step()
+  if step not in steps:
+    raise ValueError(f"checkpoint {path}: step expected one of {sorted(steps)}, received {step}")
+  return step
+
+
+def load_run_config(path: str, step: int | None = None) -> Config:
+  """The config saved with the checkpoint (validated)."""
+  import orbax.checkpoint as ocp
+  mgr = _manager(path)
+  try:
+    step = _step(mgr, path, step)
+    meta = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  finally:
+    mgr.close()
+  return Config.from_dict(meta["config"])
+
+
+def load_model(path: str, step: int | None = None, cfg: Config | None = None):
+  """-> `(cfg, model, step)`: the WanStreamer with the checkpoint's parameters, on one device.
+
+  `cfg` (default: the saved one) must describe the same architecture; only the fields in
+  `STREAM_TUNABLE` may differ. A different window than in training changes what the model
+  attends to (training and streaming should use the same one).
+  """
+  import orbax.checkpoint as ocp
+  from wan_streamer_jax.model.transformer import create_model
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.train.state import abstract_train_state
+  saved = load_run_config(path, step)
+  cfg = (cfg or saved).replace(mesh=dataclasses.asdict(MeshConfig()))
+  tunable = {f: getattr(cfg.model, f) for f in STREAM_TUNABLE}
+  if dataclasses.replace(saved.model, **tunable) != cfg.model:
+    raise ValueError(f"config: the model section differs from the checkpoint's ({path}) beyond "
+                     f"{STREAM_TUNABLE}; expected {saved.model}, received {cfg.model}")
+  mesh = make_mesh(cfg.mesh, devices=jax.devices()[:1])
+  abstract = abstract_train_state(cfg, mesh)
+  mgr = _manager(path)
+  try:
+    step = _step(mgr, path, step)
+    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract.state)))
+  finally:
+    mgr.close()
+  model = create_model(cfg)
+  nnx.update(model, restored["state"][0])
+  return cfg, model, step
+
+
+def load_codecs(cfg: Config, audio_dir: str | None = None, video_dir: str | None = None, seed: int = 0):
+  """-> `(audio_codec, video_codec, info)`; trained from run directories or random init.
+
+  A trained codec must match the config's codec section (same token format).
+  """
+  from wan_streamer_jax.codecs import AudioCodec, VideoCodec
+  from wan_streamer_jax.codecs.training import load_codec
+  info = {}
+  codecs = {}
+  for kind, run_dir, cls, want in (("audio", audio_dir, AudioCodec, cfg.audio), ("video", video_dir, VideoCodec,
+                                                                                  cfg.video)):
+    if run_dir:
+      codec, got_kind, step = load_codec(run_dir)
+      if got_kind != kind:
+        raise ValueError(f"{kind}_codec {run_dir}: expected a {kind} codec run, received a {got_kind} codec")
+      if codec.cfg != want:
+        raise ValueError(f"{kind}_codec {run_dir}: its config {codec.cfg} differs from the model's "
+                         f"{kind} config {want}")
+      info[kind] = {"source": os.path.abspath(run_dir), "step": int(step)}
+    else:
+      codec = cls(want, rngs=nnx.Rngs(seed))
+      info[kind] = {"source": "random_init", "seed": seed}
+    codecs[kind] = codec
+  return codecs["audio"], codecs["video"], info
+
+
+def random_model(cfg: Config, seed: int = 0):
+  from wan_streamer_jax.model.transformer import create_model
+  return create_model(cfg, seed)
