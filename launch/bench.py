@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from wan_streamer_jax.config import Config
 
-WHATS = ("train_step", "attention", "data", "codecs")
+WHATS = ("train_step", "attention", "data", "codecs", "serve")
 _WHAT = flags.DEFINE_enum("what", "train_step", WHATS, "Which benchmark to run.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model/run config file.")

@@ -11,6 +11,8 @@ Real time (`realtime=True`): units are sent on the server's clock, each `lead_ms
 deadline that will take it (the server's HELLO and every INFO say when the next deadline is), so a
 unit waits `lead_ms` for its step, not up to a whole unit. `realtime=False` sends as fast as the
 server's flow control lets it (the pool still takes one unit per 160 ms).
+`align=False` keeps the client's own 160 ms clock instead (a unit then waits for the next deadline,
+on average half a unit).
 Outputs are keyed by the client unit they answer (`input_seq`); a unit the server stepped with
 silence because ours was late is counted in `late_units` and not part of `outputs`.
 """
@@ -127,7 +129,7 @@ class _Receiver:
 
 
 async def stream_recording(url: str, recording=None, *, make_recording=None, seed: int = 0, realtime: bool = True,
-                           lead_ms: float = 30.0, video: bool = True, pcm16: bool = False,
+                           lead_ms: float = 30.0, align: bool = True, video: bool = True, pcm16: bool = False,
                            timeout_s: float | None = None) -> ClientResult:
   """Streams `recording` (or `make_recording(hello)`, built from the server's sizes) through `url`."""
   async with aiohttp.ClientSession() as http:
@@ -147,8 +149,11 @@ async def stream_recording(url: str, recording=None, *, make_recording=None, see
 
       async def send_all():
         lead, period, target = lead_ms / 1e3, rx.period, None
+        t0 = time.monotonic()
         for k in range(units):
-          if realtime:  # the deadline after the previous one, on the newest estimate of the server's clock
+          if realtime and not align:  # our own clock, at whatever phase it has against the server's
+            await asyncio.sleep(max(0.0, t0 + k * period - time.monotonic()))
+          elif realtime:  # the deadline after the previous one, on the newest estimate of the server's clock
             t = rx.next_tick
             while target is not None and t < target + period / 2:
               t += period
