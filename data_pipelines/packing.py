@@ -3,11 +3,11 @@
 `window_tokens(layout, example, start, n)` turns units `[start, start + n)` of
 a token example (`token_data` structure) into the interleaved unit layout
 (`schedule.assemble_units`): int32 `[n * L]`. Out streams are shifted by one
-unit over the *whole conversation* first (unit t holds the model's tokens of
-unit t - 1; MISSING only at the conversation's unit 0), so a window that
-starts mid-conversation sees the true previous output. Audio codes
-`[units * 4, Q]` become `[units, 4 * Q]` (frame-major, level-minor, the
-layout's order); `video_in` is MISSING where `video_in_present` is False.
+unit (`schedule.shift_out_stream`: unit t holds the model's tokens of unit
+t - 1; MISSING only at the conversation's unit 0), so a window that starts
+mid-conversation sees the true previous output. Codec arrays become slots
+through `schedule.codes_to_slots` (audio `[units * 4, Q]` -> `[units, 4 * Q]`,
+frame-major, level-minor); `video_in` is MISSING where `video_in_present` is False.
 
 `pack_windows(ds, seq_units, L)` packs windows (whole units) first-fit into
 sequences of `S = seq_units * L` tokens and returns per sequence:
@@ -22,7 +22,7 @@ import grain
 import numpy as np
 
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT
+from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT, GROUPS
 
 
 def window_tokens(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> np.ndarray:
@@ -31,21 +31,21 @@ def window_tokens(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> 
   if not (0 <= start and start + n <= units):
     raise ValueError(f"window [{start}, {start + n}) outside a conversation of {units} units")
   streams = {}
-  for group in ("video_in", "audio_in", "text_in", "video_out", "audio_out", "text_out"):
-    kind, role = group.split("_")
-    missing = int(layout.missing_id[layout.group_slices[group]][0])
-    lo = start if role == "in" else start - 1  # out streams: unit t holds unit t - 1
-    a, b = max(lo, 0), lo + n
-    arr = np.asarray(ex[group])
-    if kind == "audio":
-      arr = arr[a * AUDIO_FRAMES_PER_UNIT: b * AUDIO_FRAMES_PER_UNIT].reshape(b - a, -1)
-    else:
-      arr = arr[a:b]
+  for group in GROUPS:
+    role = group.split("_")[1]
+    # out streams: shift the whole conversation (unit t holds unit t - 1), then cut the window
+    lo = start if role == "in" else start - 1
+    a, b = max(lo, 0), start + n
+    if group.startswith("audio"):  # codec frames [units * 4, Q] -> slots [units, 4 * Q]
+      slots = schedule.codes_to_slots(layout, group, np.asarray(ex[group])[a * AUDIO_FRAMES_PER_UNIT:
+                                                                            b * AUDIO_FRAMES_PER_UNIT])
+    else:  # video (row-major grid, flattened) and text are stored as slots already
+      slots = np.asarray(ex[group])[a:b]
     if group == "video_in" and "video_in_present" in ex:
-      arr = np.where(np.asarray(ex["video_in_present"])[a:b, None], arr, missing)
-    if lo < 0:  # the conversation's first unit: no previous output
-      arr = np.concatenate([np.full((1, arr.shape[1]), missing, arr.dtype), arr])
-    streams[group] = arr
+      slots = np.where(np.asarray(ex["video_in_present"])[a:b, None], slots, layout.missing(group))
+    if role == "out":
+      slots = schedule.shift_out_stream(slots, layout.missing(group))[start - a:]
+    streams[group] = slots
   return schedule.assemble_units(layout, streams)
 
 

@@ -9,6 +9,13 @@ recomputes offsets by hand.
 Next-unit prediction: slot `i` of unit `t` predicts the token of slot `i` of
 unit `t + 1`. The `*_out` slots of unit `t` hold the model's own tokens of unit
 `t - 1` (MISSING at unit 0).
+
+Every slot rule lives here, for numpy (data pipeline) and jnp (model, streaming
+engine, under jit) alike: `assemble_units` (per-group tokens -> unit layout) and
+its inverse `split_units`, `slots_to_codes` / `codes_to_slots` (a group's slots
+<-> the codec's code arrays), `shift_out_stream` (the out-stream shift),
+`TiledLayout.positions` (RoPE `(t, h, w)`) and `vocab_mask` (the padded
+vocabulary, shared by the loss and the sampler).
 """
 
 from __future__ import annotations
@@ -22,6 +29,20 @@ from wan_streamer_jax.config import (AUDIO_FRAMES_PER_UNIT, GROUPS, KINDS, TICKS
 
 KIND_VIDEO, KIND_AUDIO, KIND_TEXT = 0, 1, 2
 ROLE_IN, ROLE_OUT = 0, 1
+OUT_GROUPS = tuple(g for g in GROUPS if g.endswith("_out"))
+VOCAB_PAD = 128  # embedding / head tables are padded to a multiple of this (so `vocab` shards)
+
+
+def _xp(*arrays):
+  """numpy for host arrays (static layouts stay numpy under jit), jax.numpy for anything else."""
+  if all(isinstance(a, (np.ndarray, np.generic, int, float)) or a is None for a in arrays):
+    return np
+  import jax.numpy as jnp
+  return jnp
+
+
+def padded_vocab(size: int) -> int:
+  return -(-size // VOCAB_PAD) * VOCAB_PAD
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,6 +61,9 @@ class UnitLayout:
     vocab: int32 the size of the slot's vocabulary (ids are in [0, vocab)).
     group_slices: group name -> slice of that group inside the unit.
     vocab_sizes: kind name -> vocabulary size.
+    num_levels: embedding rows for the codebook level (max(Q, 1)).
+    video_grid: `(latent_h, latent_w)` of a video group's slots (row-major).
+    audio_quantizers: Q, residual codes per 40 ms audio frame.
   """
 
   group: np.ndarray
@@ -55,6 +79,8 @@ class UnitLayout:
   group_slices: dict
   vocab_sizes: dict
   num_levels: int
+  video_grid: tuple
+  audio_quantizers: int
 
   @property
   def tokens_per_unit(self) -> int:
@@ -89,6 +115,24 @@ class UnitLayout:
   def describe(self) -> dict:
     return {g: self.group_size(g) for g in GROUPS}
 
+  def missing(self, group: str) -> int:
+    """The MISSING id of `group`'s vocabulary."""
+    return int(self.missing_id[self.group_slices[group].start])
+
+  def vocab_mask(self, kind: str) -> np.ndarray:
+    """bool `[padded_vocab]`: True for the kind's real ids, False for the table padding."""
+    n = self.vocab_sizes[kind]
+    return np.arange(padded_vocab(n)) < n
+
+  def code_shape(self, group: str, units: int) -> tuple:
+    """Per-unit codec shape of `group` over `units` units (no batch): see `slots_to_codes`."""
+    kind = group.split("_")[0]
+    if kind == "audio":
+      return (units * AUDIO_FRAMES_PER_UNIT, self.audio_quantizers)
+    if kind == "video":
+      return (units,) + tuple(self.video_grid)
+    return (units, self.group_size(group))
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TiledLayout:
@@ -114,17 +158,19 @@ class TiledLayout:
       return self._tile(getattr(self.unit, name))
     raise AttributeError(name)
 
-  def positions(self, unit_ids: np.ndarray | None = None) -> np.ndarray:
-    """int32 `[..., seq, 3]` RoPE positions `(t, h, w)`; `t = unit * 4 + tick`.
+  def positions(self, unit_ids=None):
+    """int32 `[..., seq, 3]` RoPE positions `(t, h, w)`; `t = unit * 4 + tick` (40 ms ticks).
 
-    `unit_ids` (int32 `[..., seq]`, e.g. counting from 0 per packed segment)
-    default to the plain unit index.
+    `unit_ids` (int32 `[..., seq]`, e.g. counting from 0 per packed segment, or a
+    slot's absolute unit counter when streaming; numpy or jnp) default to the
+    plain unit index. numpy in -> numpy out, jnp (traced) in -> jnp out.
     """
     u = self.unit_index if unit_ids is None else unit_ids
+    xp = _xp(u)
     t = u * TICKS_PER_UNIT + self._tile(self.unit.tick)
-    h = np.broadcast_to(self._tile(self.unit.h), np.shape(t))
-    w = np.broadcast_to(self._tile(self.unit.w), np.shape(t))
-    return np.stack([t, h, w], axis=-1).astype(np.int32)
+    h = xp.broadcast_to(self._tile(self.unit.h), t.shape)
+    w = xp.broadcast_to(self._tile(self.unit.w), t.shape)
+    return xp.stack([t, h, w], axis=-1).astype(np.int32)
 
   @functools.cached_property
   def kind_indices(self) -> dict:
@@ -185,7 +231,8 @@ def _build(cfg_key) -> UnitLayout:
     a.setflags(write=False)
   return UnitLayout(**arrays, group_slices=slices,
                     vocab_sizes=dict(zip(KINDS, vocab_sizes)),
-                    num_levels=max(aud.num_quantizers, 1))
+                    num_levels=max(aud.num_quantizers, 1),
+                    video_grid=(vid.latent_h, vid.latent_w), audio_quantizers=aud.num_quantizers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,35 +272,76 @@ def next_unit_targets(tokens, segment_ids, tokens_per_unit: int):
   return targets, valid
 
 
-def assemble_units(layout: UnitLayout, streams: dict) -> np.ndarray:
-  """Interleaves per-group token arrays into the unit layout.
+def assemble_units(layout: UnitLayout, streams: dict):
+  """Interleaves per-group token arrays into the unit layout (numpy or jnp).
 
   Args:
     layout: the unit layout.
     streams: group name -> int `[..., units, group_size]` tokens; a missing
       group (or None) is filled with its MISSING id. Out groups must already be
-      shifted (unit t holds the model's tokens of unit t - 1).
+      shifted (unit t holds the model's tokens of unit t - 1: `shift_out_stream`).
   Returns:
-    int32 `[..., units * tokens_per_unit]`.
+    int32 `[..., units * tokens_per_unit]` (numpy if every stream is numpy, else jnp).
   """
-  ref = next(v for v in streams.values() if v is not None)
-  lead = ref.shape[:-1]
-  out = np.empty(lead + (layout.tokens_per_unit,), np.int32)
+  given = [v for v in streams.values() if v is not None]
+  if not given:
+    raise ValueError("streams: expected at least one group's tokens, got none")
+  unknown = sorted(set(streams) - set(GROUPS))
+  if unknown:
+    raise ValueError(f"streams: expected group names from {GROUPS}, got {unknown}")
+  xp = _xp(*given)
+  lead = tuple(given[0].shape[:-1])
+  parts = []
   for g in GROUPS:
-    s = layout.group_slices[g]
+    n = layout.group_size(g)
     val = streams.get(g)
     if val is None:
-      out[..., s] = layout.missing_id[s]
-    else:
-      val = np.asarray(val)
-      if val.shape != lead + (s.stop - s.start,):
-        raise ValueError(f"stream `{g}`: expected shape {lead + (s.stop - s.start,)}, got {val.shape}")
-      out[..., s] = val
+      parts.append(xp.full(lead + (n,), layout.missing(g), np.int32))
+      continue
+    if tuple(val.shape) != lead + (n,):
+      raise ValueError(f"stream `{g}`: expected shape {lead + (n,)}, got {tuple(val.shape)}")
+    parts.append(xp.asarray(val).astype(np.int32))
+  out = xp.concatenate(parts, axis=-1)
   return out.reshape(lead[:-1] + (lead[-1] * layout.tokens_per_unit,))
 
 
-def shift_out_stream(tokens: np.ndarray, missing_id: int) -> np.ndarray:
-  """`[..., units, n]` model tokens of unit t -> the slot content of unit t + 1."""
-  tokens = np.asarray(tokens)
-  first = np.full_like(tokens[..., :1, :], missing_id)
-  return np.concatenate([first, tokens[..., :-1, :]], axis=-2)
+def split_units(layout: UnitLayout, tokens) -> dict:
+  """Inverse of `assemble_units`: int `[..., units * L]` -> group -> `[..., units, group_size]`."""
+  L = layout.tokens_per_unit
+  if tokens.shape[-1] % L:
+    raise ValueError(f"tokens: expected a last axis that is a multiple of tokens_per_unit={L}, "
+                     f"got {tokens.shape[-1]}")
+  tu = tokens.reshape(tuple(tokens.shape[:-1]) + (tokens.shape[-1] // L, L))
+  return {g: tu[..., layout.group_slices[g]] for g in GROUPS}
+
+
+def slots_to_codes(layout: UnitLayout, group: str, slots):
+  """A group's slots `[..., units, group_size]` -> the codec's code array (numpy or jnp).
+
+  audio `[..., units * 4, Q]` (frame-major, level-minor), video `[..., units, h, w]`
+  (row-major latent grid), text `[..., units, text_slots]` (unchanged).
+  """
+  units = slots.shape[-2]
+  return slots.reshape(tuple(slots.shape[:-2]) + layout.code_shape(group, units))
+
+
+def codes_to_slots(layout: UnitLayout, group: str, codes):
+  """Inverse of `slots_to_codes`: the codec's codes -> `[..., units, group_size]`."""
+  kind = group.split("_")[0]
+  n = layout.group_size(group)
+  nd = 3 if kind == "video" else 2
+  lead = tuple(codes.shape[:-nd])
+  size = int(np.prod(codes.shape[-nd:]))
+  if size % n:
+    raise ValueError(f"codes of `{group}`: expected whole units of {n} slots, got shape {tuple(codes.shape)}")
+  return codes.reshape(lead + (size // n, n))
+
+
+def shift_out_stream(tokens, missing_id: int):
+  """`[..., units, n]` the model's tokens of unit t -> the out-slot content of unit t (its unit t - 1).
+
+  Unit 0 gets `missing_id` (no previous output). numpy or jnp.
+  """
+  xp = _xp(tokens)
+  first = xp.full(tuple(tokens.shape[:-2]) + (1, tokens.shape[-1]), missing_id, tokens.dtype)
+  return xp.concatenate([first, tokens[..., :-1, :]], axis=-2)

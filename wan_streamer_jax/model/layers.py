@@ -11,6 +11,7 @@ from flax import nnx
 
 from wan_streamer_jax import kernels
 from wan_streamer_jax.config import ModelConfig
+from wan_streamer_jax.model.kv_cache import write_rows
 from wan_streamer_jax.model.rope import apply_rope
 from wan_streamer_jax.parallel.rules import constrain
 
@@ -83,13 +84,31 @@ class Attention(nnx.Module):
     cd = _dtype(self.cfg.compute_dtype)
     return jnp.einsum("bshk,hkd->bsd", attn, self.wo[...].astype(cd))
 
-  def __call__(self, x, rope, ids, metadata):
+  def __call__(self, x, rope, ids, metadata, kv=None):
+    """Self-attention over `x`, or -- with `kv` -- over a KV cache that `x`'s keys are written into.
+
+    Args:
+      x: `[b, s, d]`.
+      rope: `(cos, sin)` of the queries' positions (`rope_tables`).
+      ids: int32 `q_unit`, `q_segment` `[b, s]` and `kv_unit`, `kv_segment` `[b, kv_len]`
+        (training: the same arrays; decode: the cache's ids, this unit already written).
+      metadata: `kernels.prepare_attention(...)` of these ids.
+      kv: None, or `(k_cache, v_cache, offset, keep)`: this layer's cache `[b, kv_len, kvh, hd]`,
+        int32 `[b]` token offsets where this unit's rotated keys/values go, bool `[b]` rows to
+        write (False: the row's cache is left bit-identical).
+    Returns:
+      `[b, s, d]`; with `kv`, `(out, (k_cache, v_cache))` updated.
+    """
     q, k, v = self.project_qkv(x, rope)
+    if kv is not None:
+      k_cache, v_cache, offset, keep = kv
+      k, v = write_rows(k_cache, k, offset, keep), write_rows(v_cache, v, offset, keep)
     out = kernels.block_causal_attention(
-        q, k, v, q_unit=ids["unit_ids"], kv_unit=ids["unit_ids"], q_segment=ids["segment_ids"],
-        kv_segment=ids["segment_ids"], window_units=self.cfg.window_units,
+        q, k, v, q_unit=ids["q_unit"], kv_unit=ids["kv_unit"], q_segment=ids["q_segment"],
+        kv_segment=ids["kv_segment"], window_units=self.cfg.window_units,
         sink_units=self.cfg.sink_units, impl=self.cfg.attention_impl, metadata=metadata)
-    return self.output(out)
+    out = self.output(out)
+    return out if kv is None else (out, (k, v))
 
 
 class Block(nnx.Module):
@@ -102,8 +121,11 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, param_dtype=pd, rngs=rngs)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, rope, ids, metadata):
-    x = x + self.attn(self.attn_norm(x), rope, ids, metadata)
-    x = constrain(x, ("batch", "seq", "act_embed"))
+  def __call__(self, x, rope, ids, metadata, kv=None):
+    """`x` -> `x` (training), or with a layer cache `kv` (see `Attention`) -> `(x, (k, v))`."""
+    a = self.attn(self.attn_norm(x), rope, ids, metadata, kv)
+    a, new_kv = (a, None) if kv is None else a
+    x = constrain(x + a, ("batch", "seq", "act_embed"))
     x = x + self.mlp(self.mlp_norm(x))
-    return constrain(x, ("batch", "seq", "act_embed"))
+    x = constrain(x, ("batch", "seq", "act_embed"))
+    return x if kv is None else (x, new_kv)

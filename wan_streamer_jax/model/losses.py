@@ -9,9 +9,6 @@ import numpy as np
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
 
-_NEG = -1e9
-
-
 def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids):
   """Weighted next-unit cross-entropy.
 
@@ -32,9 +29,7 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids):
   total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0
   metrics = {}
   for k in KINDS:
-    lg = logits[k]
-    vocab = layout.vocab_sizes[k]
-    lg = jnp.where(jnp.arange(lg.shape[-1]) < vocab, lg, _NEG)
+    lg = logits[k]  # padded vocabulary already masked by the model (`WanStreamer.logits`)
     tgt = layout.take_kind(targets, k)
     val = layout.take_kind(valid, k).astype(jnp.float32)
     lse = jax.nn.logsumexp(lg, axis=-1)

@@ -4,8 +4,14 @@ Per-kind embedding tables (video, audio, text) shared by the in and out roles,
 plus role and codebook-level embeddings; one trunk of pre-norm blocks stacked
 with `nnx.vmap` and run by `nnx.scan` (one compiled layer); per-kind heads
 evaluated only on that kind's slots. Vocabularies are padded to a multiple of
-128 so the `vocab` axis shards; padded logits are masked by the loss and the
-sampler.
+128 so the `vocab` axis shards; `logits` masks the padded entries (-1e9), so the
+loss and the streaming sampler see the same distribution.
+
+One forward serves training and decode: `model(tokens, segment_ids, unit_ids)`
+is the teacher-forced forward over whole units; `model(unit_tokens, segment_ids,
+unit_ids, cache=cache)` runs one unit per stream against a `KVCache`
+(`kv_cache.py`) and returns `(logits, new_cache)`: the same blocks, the same
+kernel (its decode path: q_len != kv_len), the same positions.
 """
 
 from __future__ import annotations
@@ -19,21 +25,19 @@ from flax import nnx
 
 from wan_streamer_jax import kernels, schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
+from wan_streamer_jax.model.kv_cache import KVCache, ring_offset, write_rows
 from wan_streamer_jax.model.layers import Block, RMSNorm, _param
 from wan_streamer_jax.model.rope import rope_angles, rope_tables
 from wan_streamer_jax.parallel.rules import constrain
+from wan_streamer_jax.schedule import VOCAB_PAD, padded_vocab  # noqa: F401 (re-exported)
 
-VOCAB_PAD = 128
+MASKED_LOGIT = -1e9  # padded vocabulary entries: never sampled, no mass in the loss
 
 _REMAT_POLICIES = {
     "full": None,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
-
-
-def padded_vocab(size: int) -> int:
-  return -(-size // VOCAB_PAD) * VOCAB_PAD
 
 
 class WanStreamer(nnx.Module):
@@ -86,19 +90,19 @@ class WanStreamer(nnx.Module):
 
   def rope(self, unit_ids):
     """unit_ids int32 `[batch, seq]` -> RoPE `(cos, sin)` tables `[batch, seq, 1, head_dim // 2]`."""
-    lay = self.layout.tile(unit_ids.shape[1] // self.layout.tokens_per_unit)
-    tick = jnp.asarray(np.tile(self.layout.tick, lay.num_units))
-    pos = jnp.stack([unit_ids * 4 + tick[None],
-                     jnp.broadcast_to(jnp.asarray(lay.h)[None], unit_ids.shape),
-                     jnp.broadcast_to(jnp.asarray(lay.w)[None], unit_ids.shape)], axis=-1)
+    pos = self.layout.tile(unit_ids.shape[1] // self.layout.tokens_per_unit).positions(unit_ids)
     return rope_tables(rope_angles(pos, self.cfg.model.rope_sections, self.cfg.model.rope_theta))
 
   def logits(self, x, kind: str):
-    """Final norm + the kind's head at the kind's slots -> float32 `[b, n_kind, V_pad]`."""
+    """Final norm + the kind's head at the kind's slots -> float32 `[b, n_kind, V_pad]`.
+
+    Entries past the kind's vocabulary (table padding) are `MASKED_LOGIT`.
+    """
     h = self.final_norm(self.layout.take_kind(x, kind))
     cd = jnp.dtype(self.cfg.model.compute_dtype)
     out = jnp.einsum("bnd,dv->bnv", h, self.heads[kind][...].astype(cd),
                      preferred_element_type=jnp.float32)
+    out = jnp.where(jnp.asarray(self.layout.vocab_mask(kind)), out, MASKED_LOGIT)
     return constrain(out, ("batch", "seq", "act_vocab"))
 
   def attention_tiles(self) -> dict:
@@ -112,8 +116,23 @@ class WanStreamer(nnx.Module):
     tile = L * max(1, 128 // L)
     return {"block_q": tile, "block_k": tile}
 
-  def run_blocks(self, x, rope, ids, metadata):
-    """The layer scan: one compiled block applied `num_layers` times."""
+  def run_blocks(self, x, rope, ids, metadata, cache: KVCache | None = None, write=None):
+    """The layer scan: one compiled block applied `num_layers` times.
+
+    With `cache`, its per-layer `k, v` are scanned with the blocks and `write =
+    (offset, keep)` (see `Attention`) says where this unit goes; returns `(x, k, v)`.
+    """
+    if cache is not None:
+      offset, keep = write
+
+      @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0),
+                transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def decode_fn(block, carry, k, v):
+        carry, (k, v) = block(carry, rope, ids, metadata, (k, v, offset, keep))
+        return carry, k, v
+
+      return decode_fn(self.blocks, x, cache.k, cache.v)
+
     policy = self.cfg.model.remat_policy
 
     def body(block, carry):
@@ -129,38 +148,77 @@ class WanStreamer(nnx.Module):
 
     return scan_fn(self.blocks, x)
 
-  # -- training / offline forward ---------------------------------------------------------------
+  def _metadata(self, q_unit, kv_unit, q_segment, kv_segment):
+    m = self.cfg.model
+    return kernels.prepare_attention(q_unit, kv_unit, q_segment, kv_segment, window_units=m.window_units,
+                                     sink_units=m.sink_units, impl=m.attention_impl, **self.attention_tiles())
 
-  def __call__(self, tokens, segment_ids=None, unit_ids=None):
-    """Teacher-forced forward.
+  # -- one forward: training (cache=None) and decode ---------------------------------------------
+
+  def __call__(self, tokens, segment_ids=None, unit_ids=None, cache: KVCache | None = None):
+    """Teacher-forced forward, or one unit per stream against a KV cache.
 
     Args:
-      tokens: int32 `[batch, units * L]` in the unit layout.
+      tokens: int32 `[batch, units * L]` in the unit layout (with `cache`: one unit, `[batch, L]`).
       segment_ids: int32 `[batch, seq]` packed-conversation ids (0 = padding);
-        default one segment.
-      unit_ids: int32 `[batch, seq]` unit index inside its segment; default
-        the plain unit index.
+        default one segment. With `cache`, a row whose segment is 0 is inactive:
+        its cache is left bit-identical (its logits are meaningless).
+      unit_ids: int32 `[batch, seq]` unit index inside its segment; default the
+        plain unit index. With `cache` required: the stream's absolute unit
+        counter (from 0 at the conversation start), constant over the unit.
+      cache: None (training), or a `KVCache` holding the streams' earlier units.
     Returns:
       dict kind -> float32 logits `[batch, n_kind_slots, padded_vocab]` at the
-      sequence positions `layout.tile(units).kind_indices[kind]`.
+      sequence positions `layout.tile(units).kind_indices[kind]`; with `cache`,
+      `(logits, new_cache)`.
     """
     b, s = tokens.shape
     L = self.layout.tokens_per_unit
     if s % L:
       raise ValueError(f"tokens: expected a length that is a multiple of tokens_per_unit={L}, got {s}")
-    lay = self.layout.tile(s // L)
     if segment_ids is None:
       segment_ids = jnp.ones((b, s), jnp.int32)
+    if cache is not None:
+      return self._decode(tokens, segment_ids, unit_ids, cache)
+    lay = self.layout.tile(s // L)
     if unit_ids is None:
       unit_ids = jnp.broadcast_to(jnp.asarray(lay.unit_index)[None], (b, s))
-    ids = {"unit_ids": unit_ids, "segment_ids": segment_ids}
-    m = self.cfg.model
-    metadata = kernels.prepare_attention(unit_ids, unit_ids, segment_ids, segment_ids,
-                                         window_units=m.window_units, sink_units=m.sink_units,
-                                         impl=m.attention_impl, **self.attention_tiles())
+    ids = {"q_unit": unit_ids, "q_segment": segment_ids, "kv_unit": unit_ids, "kv_segment": segment_ids}
+    metadata = self._metadata(unit_ids, unit_ids, segment_ids, segment_ids)
     x = self.embed_tokens(tokens)
     x = self.run_blocks(x, self.rope(unit_ids), ids, metadata)
     return {k: self.logits(x, k) for k in KINDS}
+
+  def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache):
+    b, s = tokens.shape
+    L = self.layout.tokens_per_unit
+    m = self.cfg.model
+    if s != L:
+      raise ValueError(f"tokens: with a cache, expected one unit per stream [batch, {L}], got {tokens.shape}")
+    if unit_ids is None or tuple(unit_ids.shape) != (b, L):
+      raise ValueError(f"unit_ids: with a cache, expected the streams' unit counters int32 [{b}, {L}], "
+                       f"got {None if unit_ids is None else tuple(unit_ids.shape)}")
+    want = (m.num_layers, b, cache.capacity_tokens, m.num_kv_heads, m.head_dim)
+    if tuple(cache.k.shape) != want or cache.capacity_tokens % L:
+      raise ValueError(f"cache: expected k/v of shape {want} (whole units of {L} tokens), got {cache.k.shape}")
+    offset = ring_offset(unit_ids[:, 0], sink_units=m.sink_units,
+                         capacity_units=cache.capacity_tokens // L, tokens_per_unit=L)
+    keep = segment_ids[:, 0] != 0
+    kv_unit = write_rows(cache.unit_ids, unit_ids, offset, keep)
+    kv_segment = write_rows(cache.segment_ids, segment_ids, offset, keep)
+    ids = {"q_unit": unit_ids, "q_segment": segment_ids, "kv_unit": kv_unit, "kv_segment": kv_segment}
+    metadata = self._metadata(unit_ids, kv_unit, segment_ids, kv_segment)
+    x = self.embed_tokens(tokens)
+    x, k, v = self.run_blocks(x, self.rope(unit_ids), ids, metadata, cache, (offset, keep))
+    return {kind: self.logits(x, kind) for kind in KINDS}, KVCache(k, v, kv_unit, kv_segment)
+
+  def init_cache(self, batch: int, max_units: int | None = None) -> KVCache:
+    """An empty `KVCache` for `batch` streams: `sink_units + window_units` units (or `max_units`)."""
+    from wan_streamer_jax.model.kv_cache import cache_units, init_cache
+    m = self.cfg.model
+    units = cache_units(m.window_units, m.sink_units, max_units)
+    return init_cache(layers=m.num_layers, batch=batch, units=units, tokens_per_unit=self.layout.tokens_per_unit,
+                      kv_heads=m.num_kv_heads, head_dim=m.head_dim, dtype=jnp.dtype(m.compute_dtype))
 
 
 def create_model(cfg: Config, seed: int = 0) -> WanStreamer:
