@@ -16,17 +16,25 @@ from ml_collections import config_flags
 
 from wan_streamer_jax.config import Config
 
-WHATS = ("train_step", "attention", "data", "codecs", "serve")
+WHATS = ("train_step", "attention", "data", "codecs", "stream", "serve")
 _WHAT = flags.DEFINE_enum("what", "train_step", WHATS, "Which benchmark to run.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model/run config file.")
+_STREAM_UNITS = flags.DEFINE_integer("stream_units", 200, "--what=stream: units of the single-session run.")
+_STREAM_POOL_UNITS = flags.DEFINE_integer("stream_pool_units", 60, "--what=stream: units per pool size.")
+_STREAM_LONG_UNITS = flags.DEFINE_integer("stream_long_units", 10_000, "--what=stream: units of the "
+                                          "constant-time run (0 skips it; >= 400).")
 
 
 def main(argv):
   del argv
   cfg = Config.from_dict(_CONFIG.value)
   module = importlib.import_module(f"launch.benchmarks.{_WHAT.value}")
-  result = {"what": _WHAT.value, "config": cfg.name, **module.run(cfg)}
+  kwargs = {}
+  if _WHAT.value == "stream":
+    kwargs = {"units": _STREAM_UNITS.value, "pool_units": _STREAM_POOL_UNITS.value,
+              "long_units": _STREAM_LONG_UNITS.value}
+  result = {"what": _WHAT.value, "config": cfg.name, **module.run(cfg, **kwargs)}
   text = json.dumps(result, sort_keys=True)
   print(text, flush=True)
   if _OUT.value:

@@ -122,3 +122,31 @@ def load_codecs(cfg: Config, audio_dir: str | None = None, video_dir: str | None
 def random_model(cfg: Config, seed: int = 0):
   from wan_streamer_jax.model.transformer import create_model
   return create_model(cfg, seed)
+
+
+def load_engine(checkpoint: str | None, *, cfg: Config | None = None, step: int | None = None,
+                audio_codec: str | None = None, video_codec: str | None = None, num_slots: int = 1,
+                sampling: dict | None = None, attention_impl: str | None = None, seed: int = 0):
+  """A `StreamingEngine` over a training run's weights (or random init when `checkpoint` is None).
+
+  -> `(engine, info)`; `info` names the sources of every weight (JSON-able). `cfg` overrides
+  the saved config (the model section may differ only in `STREAM_TUNABLE`); without a
+  checkpoint it is required.
+  """
+  from wan_streamer_jax.streaming import SamplingConfig, StreamingEngine
+  if checkpoint is None and cfg is None:
+    raise ValueError("load_engine: expected a checkpoint or a config (random init), received neither")
+  if checkpoint:
+    base = cfg or load_run_config(checkpoint, step)
+    if attention_impl:
+      base = base.replace(model={"attention_impl": attention_impl})
+    cfg, model, step = load_model(checkpoint, step, base)
+    source = {"checkpoint": checkpoint_dir(checkpoint), "step": int(step)}
+  else:
+    if attention_impl:
+      cfg = cfg.replace(model={"attention_impl": attention_impl})
+    model = random_model(cfg, seed)
+    source = {"checkpoint": "random_init", "seed": seed}
+  audio, video, codec_info = load_codecs(cfg, audio_codec, video_codec, seed)
+  engine = StreamingEngine(cfg, model, audio, video, num_slots=num_slots, sampling=SamplingConfig(**(sampling or {})))
+  return engine, {"model": source, "codecs": codec_info}
