@@ -1,0 +1,73 @@
+"""Serving tests' shared pieces: one exported tiny artifact per test session, recordings, references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import tiny_config
+from wan_streamer_jax.config import TextConfig
+
+SLOTS = 4
+
+
+def serving_config():
+  """The tiny model with a ring cache (8 + 1 sink units) and slimmer codecs (compiles faster)."""
+  return tiny_config(**{"model.window_units": 8, "model.sink_units": 1, "audio.channels": (16, 32),
+                        "audio.dilations": (1,), "audio.latent_dim": 8, "video.channels": (8, 16)})
+
+
+@pytest.fixture(scope="session")
+def artifact(tmp_path_factory) -> str:
+  """A real serving artifact: the tiny engine (random init) exported with 4 slots."""
+  from wan_streamer_jax.export.checkpoints import load_engine
+  from wan_streamer_jax.export.engine_artifact import export_engine
+  engine, _ = load_engine(None, cfg=serving_config(), num_slots=SLOTS, attention_impl="xla")
+  path = str(tmp_path_factory.mktemp("serving") / "artifact")
+  export_engine(engine, path)
+  return path
+
+
+@pytest.fixture(scope="session")
+def runner(artifact):
+  from wan_streamer_jax.export import load_server
+  return load_server(artifact)
+
+
+_RECORDINGS: dict = {}
+
+
+def recording(index: int, units: int):
+  """Held-out (test split) synthetic conversation `index`, first `units` units."""
+  if index not in _RECORDINGS:
+    from wan_streamer_jax.streaming.recording import synthetic_recording
+    _RECORDINGS[index] = synthetic_recording(serving_config(), "test", index)
+  return _RECORDINGS[index].truncated(units)
+
+
+def alone(runner, rec, seed: int) -> dict:
+  """What the step gives the recording alone (slot 0 of the pool, every other slot idle), seed `seed`."""
+  from wan_streamer_jax.streaming.recording import unit_inputs
+  S = runner.num_slots
+  state = runner.init_state(0)
+  active = np.zeros(S, bool)
+  active[0] = True
+  outs = []
+  for u in range(rec.num_units):
+    inputs = unit_inputs(rec, u, S, 0)
+    inputs["seed"] = np.zeros(S, np.int32)
+    inputs["seed"][0] = seed
+    reset = np.zeros(S, bool)
+    reset[0] = u == 0
+    state, out = runner.step(state, inputs, active, reset)
+    outs.append({k: np.asarray(out[k])[0] for k in ("audio", "video", "text", "turn_state", "unit")})
+  return {k: np.stack([o[k] for o in outs]) for k in outs[0]}
+
+
+def assert_same_outputs(got: dict, want: dict, what: str) -> None:
+  for k in ("audio", "video", "text", "turn_state", "unit"):
+    np.testing.assert_array_equal(got[k], want[k], err_msg=f"{what}: {k}")
+
+
+def has_typed_text(rec) -> bool:
+  return bool(np.any((rec.text != TextConfig.PAD) & (rec.text != TextConfig.MISSING)))
