@@ -66,7 +66,7 @@ class SessionStats:
   dropped_units: int = 0  # model units dropped because the client did not read them
   errors: int = 0  # refused messages
   max_buffered: int = 0  # most client units ever waiting (<= buffer_units)
-  input_rms: float = 0.0  # RMS of the last received unit's audio
+  input_rms: float = 0.0  # RMS of all the audio received
 
 
 class Session:
@@ -114,8 +114,9 @@ class Session:
     for i in range(min(spec.text_slots, len(self._text))):
       text[i] = self._text.popleft()
     self._frames = []
-    self.stats.units_in += 1
-    self.stats.input_rms = float(np.sqrt(np.mean(np.square(audio))))
+    st = self.stats
+    st.input_rms = float(np.sqrt((st.input_rms ** 2 * st.units_in + np.mean(np.square(audio))) / (st.units_in + 1)))
+    st.units_in += 1
     return UserUnit(next(self._seq), audio, video, camera_on, text)
 
   def post(self, messages: list[bytes]) -> None:

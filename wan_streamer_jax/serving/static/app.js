@@ -7,10 +7,15 @@ const S = {HELLO: 0x00, INFO: 0x10, AUDIO: 0x11, VIDEO: 0x12, TEXT: 0x13, CLOSIN
 const TOK = {PAD: 256, WORD_END: 257, END_OF_TURN: 258};
 const TURN = ['silent', 'speaking', 'yielded'];
 const PREBUFFER_UNITS = 2; // jitter buffer before playback starts (and after an underrun)
+// Clock alignment: a unit should reach the server LEAD_MS before the deadline that takes it. When
+// the median wait of the last units strays from that by more than SLACK_MS, the capture's unit
+// boundaries are moved once (dropping or inserting that many samples): units then wait ~LEAD_MS
+// instead of up to a whole unit, and a queue that built up at start-up is drained.
+const LEAD_MS = 30, SLACK_MS = 25, ALIGN_WINDOW = 8;
 const $ = (id) => document.getElementById(id);
 
 const st = {ws: null, hello: null, ctx: null, media: null, capture: null, playback: null, grab: null,
-            frames: [], sendTimes: new Map(), rtts: [], sent: 0, received: 0, cameraOn: true,
+            frames: [], sendTimes: new Map(), recvSq: 0, recvN: 0, waits: [], alignAt: 0, realigned: 0, rtts: [], sent: 0, received: 0, cameraOn: true,
             decoder: new TextDecoder('utf-8')};
 
 function pct(xs, p) {
@@ -109,13 +114,32 @@ function onText(tokens) {
   }
 }
 
+// `waitMs`: how long unit `seq` waited in the server for the deadline that took it (queue included).
+// Dropping D ms of captured samples makes every later unit complete D later (and, when units were
+// queued, sends fewer of them), so their wait shrinks by D; inserting zeros does the opposite.
+function align(waitMs, seq) {
+  st.waits.push(waitMs);
+  if (st.waits.length > ALIGN_WINDOW) st.waits.shift();
+  if (st.waits.length < ALIGN_WINDOW || seq < st.alignAt || !st.capture) return;
+  const med = pct(st.waits, 50);
+  if (Math.abs(med - LEAD_MS) <= SLACK_MS) return;
+  st.capture.port.postMessage({shift: Math.round((med - LEAD_MS) * st.hello.sample_rate / 1000)});
+  st.alignAt = st.sent + 2; // units already sent were cut at the old phase
+  st.waits = [];
+  st.realigned++;
+  $('realigned').textContent = st.realigned;
+}
+
 function onInfo(dv) {
   const inputSeq = dv.getInt32(4, true);
   const turn = dv.getUint8(8);
   const stepMs = dv.getFloat32(12, true);
+  const tickAgeMs = dv.getFloat32(16, true);
   const late = dv.getUint32(24, true);
   if (st.sendTimes.has(inputSeq)) {
-    st.rtts.push(performance.now() - st.sendTimes.get(inputSeq));
+    const now = performance.now();
+    st.rtts.push(now - st.sendTimes.get(inputSeq));
+    align(now - tickAgeMs - st.sendTimes.get(inputSeq), inputSeq);
     st.sendTimes.delete(inputSeq);
     if (st.rtts.length > 500) st.rtts.shift();
     $('latency-p50').textContent = pct(st.rtts, 50).toFixed(1);
@@ -138,6 +162,9 @@ function onMessage(ev) {
   if (type === S.INFO) onInfo(dv);
   else if (type === S.AUDIO) {
     const samples = new Float32Array(buf.slice(5));
+    for (let i = 0; i < samples.length; i++) st.recvSq += samples[i] * samples[i];
+    st.recvN += samples.length;
+    $('recv-rms').textContent = Math.sqrt(st.recvSq / st.recvN).toExponential(3);
     if (st.playback) st.playback.port.postMessage(samples, [samples.buffer]);
   } else if (type === S.VIDEO) {
     const n = dv.getUint8(4), h = dv.getUint16(5, true), w = dv.getUint16(7, true);
@@ -171,7 +198,7 @@ async function onHello(h) {
     $('units-played').textContent = r.played;
     $('underruns').textContent = r.underruns;
     $('buffered').textContent = r.buffered.toFixed(1);
-    $('play-rms').textContent = r.rms.toFixed(4);
+    $('play-rms').textContent = r.rms.toExponential(3);
   };
   st.playback.connect(ctx.destination);
   send(C.HELLO, new TextEncoder().encode(JSON.stringify({sample_rate: h.sample_rate, seed: 0, video: true})));

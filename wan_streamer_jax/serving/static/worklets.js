@@ -2,10 +2,10 @@
 //
 // unit-capture:  microphone at the context rate -> anti-aliasing low-pass (windowed sinc) -> linear
 //                resampling to the model's rate -> Float32Array units of samplesPerUnit, posted to
-//                the main thread (one per 160 ms).
+//                the main thread (one per 160 ms). {shift} messages move the unit boundaries.
 // unit-playback: Float32Array units at the model's rate (posted by the main thread) -> jitter buffer
 //                (starts after prebufferUnits, re-buffers after an underrun) -> linear resampling to
-//                the context rate. Reports {played, underruns, buffered, rms} to the main thread.
+//                the context rate. Reports {played, underruns, dropped, buffered, rms} to the main thread.
 
 class UnitCapture extends AudioWorkletProcessor {
   constructor(options) {
@@ -32,6 +32,19 @@ class UnitCapture extends AudioWorkletProcessor {
     this.hpos = 0;
     this.prev = 0; // last filtered sample
     this.phase = 0; // position of the next output sample, in input samples after `prev`
+    // {shift: n} from the main thread moves the unit boundaries: n > 0 drops n output samples
+    // (units complete earlier), n < 0 inserts -n zeros (later).
+    this.shift = 0;
+    this.port.onmessage = (e) => { this.shift += e.data.shift | 0; };
+  }
+
+  emit(x) {
+    this.unit[this.fill++] = x;
+    if (this.fill === this.spu) {
+      this.port.postMessage(this.unit, [this.unit.buffer]);
+      this.unit = new Float32Array(this.spu); // the old buffer was transferred
+      this.fill = 0;
+    }
   }
 
   process(inputs) {
@@ -45,13 +58,10 @@ class UnitCapture extends AudioWorkletProcessor {
       for (let k = 0; k < taps; k++) y += this.fir[k] * this.hist[(this.hpos + k) % taps];
       // Output samples that fall between prev (t = 0) and y (t = 1).
       while (this.phase <= 1) {
-        this.unit[this.fill++] = this.prev + (y - this.prev) * this.phase;
+        for (; this.shift < 0; this.shift++) this.emit(0);
+        if (this.shift > 0) this.shift--;
+        else this.emit(this.prev + (y - this.prev) * this.phase);
         this.phase += this.ratio;
-        if (this.fill === this.spu) {
-          this.port.postMessage(this.unit, [this.unit.buffer]);
-          this.unit = new Float32Array(this.spu); // the old buffer was transferred
-          this.fill = 0;
-        }
       }
       this.phase -= 1;
       this.prev = y;
@@ -110,9 +120,7 @@ class UnitPlayback extends AudioWorkletProcessor {
       this.lastReport = this.played;
       this.port.postMessage({played: Math.floor(this.played / this.spu), underruns: this.underruns,
                              dropped: this.dropped, buffered: (this.write - this.read) / this.spu,
-                             rms: this.sqN ? Math.sqrt(this.sq / this.sqN) : 0});
-      this.sq = 0;
-      this.sqN = 0;
+                             rms: this.sqN ? Math.sqrt(this.sq / this.sqN) : 0}); // over everything played
     }
     for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
     return true;
