@@ -29,8 +29,10 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10",
         "imageio-ffmpeg>=0.5,<1",
+        "aiohttp>=3.9,<4",
     ],
-    extras_require={"test": ["pytest>=8", "portpicker>=1.6"]},
+    extras_require={"test": ["pytest>=8", "portpicker>=1.6", "selenium>=4.20,<5"]},
+    package_data={"wan_streamer_jax.serving": ["static/*"]},
     entry_points={"console_scripts": [
         "wan-train=launch.train:run",
         "wan-bench=launch.bench:run",
