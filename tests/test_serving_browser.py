@@ -85,10 +85,14 @@ def test_browser_talks_to_the_server(artifact, tmp_path):  # noqa: F811
         "status", "units-sent", "units-played", "latency-p50", "latency-p95", "recv-rms", "play-rms", "mic-rms", "realigned",
         "errors")}
     deadline = time.monotonic() + 60
-    page = read()
+    page, toggled = read(), False
     while int(page["units-played"] or 0) < MIN_UNITS and time.monotonic() < deadline:
       time.sleep(0.5)
       page = read()
+      if not toggled and int(page["units-played"] or 0) >= MIN_UNITS // 2:  # camera off, and type something
+        driver.find_element(By.ID, "camera-toggle").click()
+        driver.find_element(By.ID, "typed").send_keys("what is two plus two\n")
+        toggled = True
     console = [e["message"] for e in driver.get_log("browser")]
     stats = _get_json(base + "/stats")
     png = str(tmp_path / "talk_page.png")
@@ -103,6 +107,8 @@ def test_browser_talks_to_the_server(artifact, tmp_path):  # noqa: F811
     assert page["errors"] == "", page
     (sess,) = stats["per_session"]
     assert sess["units_in"] >= MIN_UNITS and sess["errors"] == 0, sess  # 160 ms units at the model's rate
+    assert 0 < sess["camera_units"] < sess["units_in"] - 2, sess  # frames, then none after the toggle
+    assert sess["text_tokens"] == len("what is two plus two".split()) + len("whatistwoplustwo") + 1, sess
     mic = recording(0, 60).audio[:sess["units_in"] * 2560]
     wav_rms = float(np.sqrt(np.mean(mic ** 2)))
     assert 0.3 < sess["input_rms"] / wav_rms < 3, (sess, wav_rms)  # the WAV microphone came through the worklet

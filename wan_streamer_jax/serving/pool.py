@@ -66,6 +66,8 @@ class SessionStats:
   dropped_units: int = 0  # model units dropped because the client did not read them
   errors: int = 0  # refused messages
   max_buffered: int = 0  # most client units ever waiting (<= buffer_units)
+  camera_units: int = 0  # client units with the camera on (at least one frame)
+  text_tokens: int = 0  # typed text tokens received
   input_rms: float = 0.0  # RMS of all the audio received
 
 
@@ -102,6 +104,7 @@ class Session:
       raise protocol.ProtocolError("text_queue_full", f"text: at most {MAX_TEXT_QUEUE} tokens may wait for units, "
                                                       f"{len(self._text)} are waiting, received {len(tokens)} more")
     self._text.extend(tokens)
+    self.stats.text_tokens += len(tokens)
 
   def close_unit(self, audio: np.ndarray) -> UserUnit:
     """The unit's audio arrived: bundle it with the frames and text sent since the last unit."""
@@ -117,6 +120,7 @@ class Session:
     st = self.stats
     st.input_rms = float(np.sqrt((st.input_rms ** 2 * st.units_in + np.mean(np.square(audio))) / (st.units_in + 1)))
     st.units_in += 1
+    st.camera_units += camera_on
     return UserUnit(next(self._seq), audio, video, camera_on, text)
 
   def post(self, messages: list[bytes]) -> None:
