@@ -4,10 +4,13 @@ Every client loop is bounded (a unit count or a timeout) and stops by itself.
 """
 
 import asyncio
+import json
+import os
 import time
 
 import aiohttp
 import numpy as np
+from scipy.io import wavfile
 
 from tests.serving_helpers import alone, artifact, assert_same_outputs, recording, runner  # noqa: F401
 from wan_streamer_jax.serving import protocol as P
@@ -15,6 +18,7 @@ from wan_streamer_jax.serving.client import stream_recording
 from wan_streamer_jax.serving.server import ServerThread
 
 UNIT_S = 0.16
+LEAD_MS = 150  # real-time clients send a unit ~one unit before its deadline: robust to a loaded machine
 
 
 async def _connect(http, server):
@@ -51,9 +55,9 @@ def test_three_concurrent_sessions_get_what_each_gets_alone(runner):
   async def main(server):
     async def late_start():
       await asyncio.sleep(0.5)  # another phase of the pool's clock, another slot history
-      return await stream_recording(server.url + "/ws", recs[2], seed=seeds[2], lead_ms=80)
+      return await stream_recording(server.url + "/ws", recs[2], seed=seeds[2], lead_ms=LEAD_MS)
     return await asyncio.gather(
-        stream_recording(server.url + "/ws", recs[0], seed=seeds[0], lead_ms=80),
+        stream_recording(server.url + "/ws", recs[0], seed=seeds[0], lead_ms=LEAD_MS),
         stream_recording(server.url + "/ws", recs[1], seed=seeds[1], realtime=False),
         late_start())
 
@@ -67,7 +71,7 @@ def test_three_concurrent_sessions_get_what_each_gets_alone(runner):
     assert np.all(np.isfinite(res.rtt_ms))
 
 
-def test_disconnect_frees_the_slot_and_a_full_pool_refuses(runner):
+def test_disconnect_frees_the_slot_and_a_full_pool_refuses(runner, tmp_path):
   rec_a, rec_b = recording(0, 10), recording(1, 8)
 
   async def main(server):
@@ -91,6 +95,14 @@ def test_disconnect_frees_the_slot_and_a_full_pool_refuses(runner):
     assert not server.pool.sessions
     res = asyncio.run(stream_recording(server.url + "/ws", rec_b, seed=3, realtime=False))
   assert_same_outputs(res.outputs, alone(runner, rec_b, 3), "the next session")  # a fresh conversation
+  files = res.write(str(tmp_path))  # the client writes what launch.stream writes, + the round trips
+  rate, wav = wavfile.read(files["wav"])
+  assert rate == 16000 and wav.shape == (8 * 2560, 2)
+  np.testing.assert_allclose(wav[:, 1] / 32767.0, np.clip(res.outputs["audio"].reshape(-1), -1, 1), atol=1.5 / 32767)
+  assert os.path.getsize(files["mp4"]) > 1000 and os.path.exists(files["transcript"])
+  with open(files["rtt"]) as f:
+    rtt = json.load(f)
+  assert len(rtt["rtt_ms"]) == 8 and rtt["late_units"] == 0
 
 
 def test_fast_client_is_flow_controlled_and_slow_or_silent_ones_delay_nobody(runner):
@@ -142,7 +154,7 @@ def test_fast_client_is_flow_controlled_and_slow_or_silent_ones_delay_nobody(run
     fast, fast_s, slow_infos, silent_msgs = asyncio.run(main(server))
     summaries = {s["seed"]: s for s in _finished(server, 3)}
   assert_same_outputs(fast.outputs, alone(runner, rec, 5), "fast client")
-  assert fast.late_units == 0
+  assert fast.late_units == 0, fast.late_units
   assert summaries[5]["max_buffered"] <= buffer_units  # bounded: the rest waits in TCP, unread
   assert fast_s >= (units - buffer_units - 2) * UNIT_S  # paced by the pool's clock, not buffered ahead
   assert slow_infos and max(i["late_units"] for i in slow_infos) >= 3  # the slow one got silence
@@ -187,14 +199,14 @@ def test_bad_messages_get_errors_and_every_session_keeps_streaming(runner):
       return codes, info, end.type, ws.close_code
 
   async def main(server):
-    return await asyncio.gather(stream_recording(server.url + "/ws", rec, seed=2, lead_ms=80), misbehave(server))
+    return await asyncio.gather(stream_recording(server.url + "/ws", rec, seed=2, lead_ms=LEAD_MS), misbehave(server))
 
   with ServerThread(runner, sessions=2) as server:
     good, (codes, info, end, close_code) = asyncio.run(main(server))
   assert codes == [c for _, c in bad if c]
   assert info["input_seq"] == 0 and info["flags"] == 1  # its first unit, a fresh conversation
   assert end in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and close_code == 1009
-  assert good.late_units == 0 and not good.errors
+  assert good.late_units == 0 and not good.errors, (good.late_units, good.errors)
   assert_same_outputs(good.outputs, alone(runner, rec, 2), "the well-behaved session")
 
 

@@ -109,9 +109,9 @@ class _Receiver:
     kind, body = P.parse_server_message(data)
     if kind == P.S_INFO:
       seq = body["input_seq"]
-      self.late_units = body["late_units"]
       self.next_tick = now + body["next_tick_ms"] / 1e3
       if 0 <= seq < self.rtt_ms.size:
+        self.late_units = body["late_units"]  # silence after our last unit is not our lateness
         self.rtt_ms[seq] = (now - self.sent_at[seq]) * 1e3
         self.step_ms[seq] = body["step_ms"]
         self.out["turn_state"][seq], self.out["unit"][seq] = body["turn_state"], body["unit"]
