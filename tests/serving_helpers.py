@@ -17,21 +17,28 @@ def serving_config():
                         "audio.dilations": (1,), "audio.latent_dim": 8, "video.channels": (8, 16)})
 
 
+_SHARED: dict = {}  # one artifact and one loaded runner per test session, whichever module asks first
+
+
 @pytest.fixture(scope="session")
 def artifact(tmp_path_factory) -> str:
   """A real serving artifact: the tiny engine (random init) exported with 4 slots."""
-  from wan_streamer_jax.export.checkpoints import load_engine
-  from wan_streamer_jax.export.engine_artifact import export_engine
-  engine, _ = load_engine(None, cfg=serving_config(), num_slots=SLOTS, attention_impl="xla")
-  path = str(tmp_path_factory.mktemp("serving") / "artifact")
-  export_engine(engine, path)
-  return path
+  if "artifact" not in _SHARED:
+    from wan_streamer_jax.export.checkpoints import load_engine
+    from wan_streamer_jax.export.engine_artifact import export_engine
+    engine, _ = load_engine(None, cfg=serving_config(), num_slots=SLOTS, attention_impl="xla")
+    path = str(tmp_path_factory.mktemp("serving") / "artifact")
+    export_engine(engine, path)
+    _SHARED["artifact"] = path
+  return _SHARED["artifact"]
 
 
 @pytest.fixture(scope="session")
 def runner(artifact):
-  from wan_streamer_jax.export import load_server
-  return load_server(artifact)
+  if "runner" not in _SHARED:
+    from wan_streamer_jax.export import load_server
+    _SHARED["runner"] = load_server(artifact)
+  return _SHARED["runner"]
 
 
 _RECORDINGS: dict = {}

@@ -203,9 +203,12 @@ def test_bad_messages_get_errors_and_every_session_keeps_streaming(runner):
 
   with ServerThread(runner, sessions=2) as server:
     good, (codes, info, end, close_code) = asyncio.run(main(server))
+    reasons = [s["close_reason"] for s in _finished(server, 2) if s["errors"]]
   assert codes == [c for _, c in bad if c]
   assert info["input_seq"] == 0 and info["flags"] == 1  # its first unit, a fresh conversation
-  assert end in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and close_code == 1009
+  # over the frame cap: the server closes with 1009 (the client may see the close or a reset mid-send)
+  assert end != aiohttp.WSMsgType.BINARY and close_code in (1009, 1006, None), (end, close_code)
+  assert len(reasons) == 1 and "1009" in reasons[0], reasons
   assert good.late_units == 0 and not good.errors, (good.late_units, good.errors)
   assert_same_outputs(good.outputs, alone(runner, rec, 2), "the well-behaved session")
 

@@ -84,6 +84,7 @@ class Session:
     self.started = False  # has sent a unit: from then on its clock runs
     self.needs_reset = True
     self.connected_at = time.monotonic()
+    self.close_reason = ""  # set by the server when the connection ends
     self._frames: list[np.ndarray] = []
     self._text: collections.deque[int] = collections.deque()
     self._seq = itertools.count()
@@ -133,6 +134,7 @@ class Session:
   def summary(self) -> dict:
     return {"id": self.id, "slot": self.slot, "peer": self.peer, "seed": self.seed,
             "buffered": self.units.qsize(), "seconds": round(time.monotonic() - self.connected_at, 2),
+            "close_reason": self.close_reason,
             **dataclasses.asdict(self.stats)}
 
 

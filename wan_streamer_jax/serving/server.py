@@ -170,15 +170,19 @@ async def _ws_handler(request: web.Request) -> web.WebSocketResponse:
         _refuse(sess, protocol.ProtocolError("text_frame", "message: expected binary WebSocket messages (type "
                                                            f"byte + payload), received a text message of {len(msg.data)} chars"))
       elif msg.type == aiohttp.WSMsgType.ERROR:
-        reason = f"socket error: {ws.exception()}"
+        exc = ws.exception()
+        if getattr(exc, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+          reason = f"message over {protocol.MAX_MESSAGE_BYTES} bytes (closed 1009)"
+          await ws.close(code=aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message=b"message too big")
+        else:
+          reason = f"socket error: {exc}"
         break
       if sess.stats.errors > MAX_ERRORS:
         reason = f"more than {MAX_ERRORS} refused messages"
         await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"too many refused messages")
         break
-    if ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-      reason = f"message over {protocol.MAX_MESSAGE_BYTES} bytes (closed 1009)"
   finally:
+    sess.close_reason = reason
     pool.release(sess)
     app[_STATE]["sockets"].pop(sess, None)
     await asyncio.sleep(0)  # let the writer send what is queued before it is cancelled
