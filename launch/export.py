@@ -30,6 +30,8 @@ _PARAM_DTYPE = flags.DEFINE_enum("param_dtype", "as_trained", ["as_trained", "bf
 _SEED = flags.DEFINE_integer("seed", 0, "Random-init seed (no checkpoint).")
 _TEMPERATURE = flags.DEFINE_float("temperature", None, "Sampling temperature baked into the step.")
 _TOP_K = flags.DEFINE_integer("top_k", None, "Top-k baked into the step.")
+_CACHE_UNITS = flags.DEFINE_integer("cache_units", None, "KV-cache capacity in units; required (only) when "
+                                    "the config has no attention window.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing artifact (only once the new one is complete).")
 
 
@@ -43,7 +45,7 @@ def main(argv):
   sampling = {k: v for k, v in (("temperature", _TEMPERATURE.value), ("top_k", _TOP_K.value)) if v is not None}
   engine, sources = load_engine(_CHECKPOINT.value, cfg=cfg, step=_STEP.value, audio_codec=_AUDIO_CODEC.value,
                                 video_codec=_VIDEO_CODEC.value, num_slots=_SLOTS.value, sampling=sampling,
-                                attention_impl="xla", seed=_SEED.value)
+                                attention_impl="xla", max_units=_CACHE_UNITS.value, seed=_SEED.value)
   manifest = export_engine(engine, _OUT.value, platforms=_PLATFORMS.value,
                            param_dtype=None if _PARAM_DTYPE.value == "as_trained" else _PARAM_DTYPE.value,
                            metadata={"sources": sources}, overwrite=_OVERWRITE.value)

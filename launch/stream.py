@@ -41,7 +41,7 @@ _SLOT = flags.DEFINE_integer("slot", 0, "Slot of the conversation.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and random-init seed).")
 _TEMPERATURE = flags.DEFINE_float("temperature", None, "Sampling temperature (default: the engine's).")
 _TOP_K = flags.DEFINE_integer("top_k", None, "Top-k sampling (default: the engine's).")
-_ATTENTION = flags.DEFINE_string("attention_impl", None, "Override model.attention_impl (xla | pallas | ...).")
+_ATTENTION = flags.DEFINE_string("attention_impl", "xla", "The step's attention (xla | pallas | reference).")
 _MP4 = flags.DEFINE_bool("mp4", True, "Write the side-by-side MP4.")
 
 
@@ -49,16 +49,15 @@ def main(argv):
   del argv
   from tqdm import tqdm
   from wan_streamer_jax.config import Config
-  from wan_streamer_jax.export.checkpoints import load_engine
+  from wan_streamer_jax.export.checkpoints import load_engine, load_run_config
   from wan_streamer_jax.streaming import recording
   from wan_streamer_jax.streaming.driver import drive_recording
 
   cfg = Config.from_dict(_CONFIG.value) if _CONFIG.value is not None else None
-  sampling = {k: v for k, v in (("temperature", _TEMPERATURE.value), ("top_k", _TOP_K.value)) if v is not None}
-  engine, sources = load_engine(_CHECKPOINT.value, cfg=cfg, step=_STEP.value, audio_codec=_AUDIO_CODEC.value,
-                                video_codec=_VIDEO_CODEC.value, num_slots=_SLOTS.value, sampling=sampling,
-                                attention_impl=_ATTENTION.value, seed=_SEED.value)
-  cfg = engine.cfg
+  if cfg is None:
+    if not _CHECKPOINT.value:
+      raise app.UsageError("give --checkpoint (a launch.train --workdir) or --config (random init)")
+    cfg = load_run_config(_CHECKPOINT.value, _STEP.value)
   split, _, index = _INPUT.value.partition(":")
   if index.isdigit() and not os.path.exists(_INPUT.value):
     rec = recording.synthetic_recording(cfg, split, int(index), seed=_CORPUS_SEED.value, data_dir=_DATA_DIR.value,
@@ -67,10 +66,16 @@ def main(argv):
     rec = recording.load_recording(_INPUT.value, cfg)
   if _MAX_UNITS.value:
     rec = rec.truncated(_MAX_UNITS.value)
+  sampling = {k: v for k, v in (("temperature", _TEMPERATURE.value), ("top_k", _TOP_K.value)) if v is not None}
+  # Without an attention window the cache holds the whole conversation (exact streaming).
+  engine, sources = load_engine(_CHECKPOINT.value, cfg=cfg, step=_STEP.value, audio_codec=_AUDIO_CODEC.value,
+                                video_codec=_VIDEO_CODEC.value, num_slots=_SLOTS.value, sampling=sampling,
+                                attention_impl=_ATTENTION.value, max_units=max(rec.num_units, cfg.model.sink_units + 1),
+                                seed=_SEED.value)
   with tqdm(total=rec.num_units, unit="unit", desc=rec.name, file=sys.stderr) as bar:
     report, recorder, _ = drive_recording(engine.step, engine.params, engine.init_state(seed=_SEED.value), rec,
-                                          silent_inputs=engine.silent_inputs(), num_slots=_SLOTS.value,
-                                          slot=_SLOT.value, realtime=_REALTIME.value,
+                                          silent_inputs=engine.silent_inputs(), slot=_SLOT.value,
+                                          seed=_SEED.value, realtime=_REALTIME.value,
                                           progress=lambda n: bar.update(n - bar.n))
   files = recorder.write(_OUT_DIR.value, report, sample_rate=cfg.audio.sample_rate, mp4=_MP4.value)
   print(json.dumps({"recording": rec.name, "config": cfg.name, "sources": sources, **report.summary(),

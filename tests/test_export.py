@@ -2,6 +2,8 @@
 
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 
@@ -19,8 +21,138 @@ from wan_streamer_jax.export.specs import spec_of
 S = 3
 
 
+# -- the streaming engine's step ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine():
+  from wan_streamer_jax.export.checkpoints import load_engine
+  return load_engine(None, cfg=tiny_config(), num_slots=S, max_units=24)[0]
+
+
+@pytest.fixture(scope="module")
+def artifact(engine, tmp_path_factory):
+  from wan_streamer_jax.export.engine_artifact import export_engine
+  path = str(tmp_path_factory.mktemp("art") / "engine")
+  export_engine(engine, path, platforms=("cpu", "cuda", "tpu"))
+  return path
+
+
+def _schedule(engine, units, seed=0):
+  """Per-unit inputs for the whole pool: tones, random frames, typed bytes, a mid-stream reset, pauses."""
+  rng = np.random.default_rng(seed)
+  silent = engine.silent_inputs()
+  seq = []
+  for u in range(units):
+    x = {k: np.array(v) for k, v in silent.items()}
+    x["audio"] = (0.4 * np.sin(np.arange(x["audio"].size) * (0.05 + 0.01 * u))).reshape(x["audio"].shape)
+    x["audio"] = x["audio"].astype(np.float32)
+    x["video"] = rng.integers(0, 256, x["video"].shape, dtype=np.uint8)
+    x["camera_on"] = rng.random(S) > 0.3
+    x["text"][:, 0] = np.where(rng.random(S) > 0.7, rng.integers(97, 123, S), 256)
+    x["seed"] = np.array([11, 22, 33], np.int32)
+    reset = np.full(S, u == 0)
+    reset[1] |= u == 30                            # slot 1 starts a new conversation
+    active = rng.random(S) > 0.15                  # slots pause now and then
+    active |= reset
+    seq.append((x, active, reset))
+  return seq
+
+
+_CLIENT = r"""
+import pickle, sys, numpy as np
+from wan_streamer_jax.export import load_server
+server = load_server(sys.argv[1])
+with open(sys.argv[2], "rb") as f:
+  seq = pickle.load(f)
+state = server.init_state(seed=7)
+outs = {}
+for inputs, active, reset in seq:
+  state, o = server.step(state, inputs, active, reset)
+  for k, v in o.items():
+    outs.setdefault(k, []).append(v)
+np.savez(sys.argv[3], **{k: np.stack(v) for k, v in outs.items()})
+bad = sorted(m for m in sys.modules if m.startswith("wan_streamer_jax") and not
+             (m == "wan_streamer_jax" or m.startswith("wan_streamer_jax.export")))
+print("IMPORTED", bad, "flax" in sys.modules)
+"""
+
+
+def test_fresh_process_without_model_code_matches_in_process_step(engine, artifact, tmp_path):
+  seq = _schedule(engine, 50)
+  with open(tmp_path / "in.pkl", "wb") as f:
+    pickle.dump(seq, f)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS="")
+  res = subprocess.run([sys.executable, "-c", _CLIENT, artifact, str(tmp_path / "in.pkl"), str(tmp_path / "out.npz")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "IMPORTED [] False" in res.stdout, res.stdout   # neither model, codecs, engine nor flax
+
+  state = engine.init_state(seed=7)
+  got = np.load(tmp_path / "out.npz")
+  for u, (inputs, active, reset) in enumerate(seq):
+    state, ref = engine.step(engine.params, state, inputs, active, reset)
+    for k, v in jax.device_get(ref).items():
+      np.testing.assert_array_equal(got[k][u], v, err_msg=f"{k} at unit {u}")
+  assert np.abs(got["audio"]).max() > 0 and got["unit"][-1].max() > 20
+  assert len(np.unique(got["next_tokens"])) > 50        # sampled, not constant
+
+
+def test_manifest_records_what_a_server_needs(engine, artifact):
+  m = read_manifest(artifact)
+  assert m["platforms"] == ["cpu", "cuda", "tpu"] and m["num_slots"] == S
+  for key, want in (("sample_rate", 16000), ("samples_per_unit", 2560), ("frames_per_unit", 4), ("height", 16),
+                    ("width", 16), ("text_slots", 4), ("unit_seconds", 0.16), ("fps", 25), ("cache_units", 24),
+                    ("attention_impl", "xla")):
+    assert m[key] == want, key
+  assert m["config"]["model"] == json.loads(json.dumps(tiny_config().to_dict()["model"]))
+  assert m["unit_layout"]["tokens_per_unit"] == 32
+  assert m["inputs"]["audio"]["shape"] == [S, 2560] and m["inputs"]["audio"]["finite"]
+  assert m["inputs"]["text"]["range"] == [0, 259] and m["inputs"]["video"]["dtype"] == "uint8"
+  assert m["active"] == {"shape": [S], "dtype": "bool"}
+  assert {k: v["shape"] for k, v in m["outputs"].items()} == {
+      k: list(v.shape) for k, v in engine.output_spec().items()}
+  assert m["versions"]["jax"] == jax.__version__ and m["sampling"]["top_k"] == 250
+  assert set(m["files"]) == {"step.jaxexport", "init.jaxexport", "params.npz"}
+  with np.load(os.path.join(artifact, "params.npz")) as d:
+    assert sorted(d.files) == sorted(m["params"])
+    n = sum(d[k].size for k in d.files)
+  assert n == sum(x.size for x in jax.tree.leaves(engine.params))     # no optimizer state
+
+
+def test_bad_inputs_get_clear_errors_before_anything_runs(artifact):
+  server = load_server(artifact)
+  state = server.init_state(0)
+  good = server.silent_inputs()
+  assert (good["text"] == 256).all() and set(good) == {"audio", "video", "camera_on", "text", "seed"}
+  on, off = np.ones(S, bool), np.zeros(S, bool)
+  bad_audio = good["audio"].copy()
+  bad_audio[1, 5] = np.nan
+  cases = [
+      ({**good, "audio": good["audio"][:, :-10]}, on, off,
+       r"inputs\['audio'\]: expected shape \(3, 2560\).*received shape \(3, 2550\)"),
+      ({**good, "audio": good["audio"].astype(np.float64)}, on, off, r"expected dtype float32.*received dtype float64"),
+      ({**good, "audio": bad_audio}, on, off, r"expected finite values, received 1 NaN/inf \(first at index \(1, 5\)"),
+      ({**good, "video": np.zeros((S, 4, 32, 32, 3), np.uint8)}, on, off, r"inputs\['video'\]: expected shape"),
+      ({**good, "text": good["text"] + 100}, on, off, r"inputs\['text'\]: expected values in \[0, 259\]"),
+      ({k: v for k, v in good.items() if k != "seed"}, on, off, r"inputs: expected keys .*missing \['seed'\]"),
+      (good, np.ones(S + 1, bool), off, r"active \(one flag per slot, 3 slots\): expected shape \(3,\).*\(4,\)"),
+      (good, on, np.zeros(S, np.int32), r"reset .*expected dtype bool.*int32"),
+  ]
+  for inputs, active, reset, pattern in cases:
+    with pytest.raises(ValueError, match=pattern):
+      server.step(state, inputs, active, reset)
+  other = {k: np.zeros([1] + list(v.shape[1:]), v.dtype) for k, v in state.items()}
+  with pytest.raises(ValueError, match=r"state\[.*expected shape.*another artifact or config"):
+    server.step(other, good, on, off)
+  with pytest.raises(ValueError, match="seed"):
+    server.init_state(1.5)
+  assert server._step._cache_size() == 0            # noqa: SLF001 — nothing was compiled or run
+
+
+# -- the writer and loader on a small pure step (the audio codec's), cheap to export ------------
+
 def _codec_pool(cfg):
-  """A pool step built on the audio codec's pure steps: encode -> decode, per-slot RNG, unit counter."""
+  """A pool step on the audio codec's pure steps: encode -> decode, per-slot typed PRNG keys, a counter."""
   fns, params = AudioCodec(cfg.audio, rngs=nnx.Rngs(0)).functional()
 
   def init_fn(seed):
@@ -29,8 +161,7 @@ def _codec_pool(cfg):
 
   def step_fn(p, state, inputs, active, reset):
     sel = lambda m, a, b: jnp.where(m.reshape(m.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
-    fresh = init_fn(0)
-    state = jax.tree.map(lambda f, s: sel(reset, f, s), fresh, state)
+    state = jax.tree.map(lambda f, s: sel(reset, f, s), init_fn(0), state)
     cs, codes = fns.encode_step(p, state["codec"], inputs["audio"])
     cs, y = fns.decode_step(p, cs, codes)
     noise = jax.vmap(lambda k: jax.random.uniform(k, ()))(state["rng"])
@@ -44,132 +175,61 @@ def _codec_pool(cfg):
 
 @pytest.fixture(scope="module")
 def pool():
-  return _codec_pool(tiny_config())
+  step_fn, init_fn, params, specs = _codec_pool(tiny_config())
+  return jax.jit(step_fn), init_fn, params, specs    # one compiled reference for every test below
 
 
 @pytest.fixture(scope="module")
-def artifact(pool, tmp_path_factory):
+def codec_artifact(pool, tmp_path_factory):
   step_fn, init_fn, params, specs = pool
   path = str(tmp_path_factory.mktemp("art") / "codec_pool")
-  write_artifact(path, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs,
-                 platforms=("cpu", "cuda", "tpu"), metadata={"sample_rate": 16000, "fps": 25})
+  write_artifact(path, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs)
   return path
 
 
-def _schedule(units, spu, seed=0):
-  rng = np.random.default_rng(seed)
-  audio = (0.5 * np.sin(np.arange(units * spu) / 7.0)[None] * rng.uniform(0.2, 1, (S, 1))).astype(np.float32)
-  audio = audio.reshape(S, units, spu).transpose(1, 0, 2)
-  active = rng.random((units, S)) > 0.2
-  reset = np.zeros((units, S), bool)
-  reset[0] = True
-  reset[min(30, units - 1), 1] = True
-  return audio, active, reset
-
-
-_CLIENT = r"""
-import sys, numpy as np
-from wan_streamer_jax.export import load_server
-server = load_server(sys.argv[1])
-d = np.load(sys.argv[2])
-state = server.init_state(seed=7)
-outs = {}
-for u in range(d["audio"].shape[0]):
-  state, o = server.step(state, {"audio": d["audio"][u]}, d["active"][u], d["reset"][u])
-  for k, v in o.items():
-    outs.setdefault(k, []).append(v)
-np.savez(sys.argv[3], **{k: np.stack(v) for k, v in outs.items()})
-bad = sorted(m for m in sys.modules if m.startswith("wan_streamer_jax") and not
-             (m == "wan_streamer_jax" or m.startswith("wan_streamer_jax.export")))
-print("IMPORTED", bad, "flax" in sys.modules)
-"""
-
-
-def test_fresh_process_without_model_code_matches_in_process_step(pool, artifact, tmp_path):
-  step_fn, init_fn, params, _ = pool
-  spu = tiny_config().audio.samples_per_unit
-  audio, active, reset = _schedule(50, spu)
-  np.savez(tmp_path / "in.npz", audio=audio, active=active, reset=reset)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS="")
-  res = subprocess.run([sys.executable, "-c", _CLIENT, artifact, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
-  assert "IMPORTED [] False" in res.stdout, res.stdout   # neither the model, the codecs nor flax
-
-  step = jax.jit(step_fn)
-  state = init_fn(jnp.int32(7))
-  got = np.load(tmp_path / "out.npz")
-  for u in range(50):
-    state, ref = step(params, state, {"audio": audio[u]}, active[u], reset[u])
-    for k, v in jax.device_get(ref).items():
-      np.testing.assert_array_equal(got[k][u], v, err_msg=f"{k} at unit {u}")
-  assert np.abs(got["audio"]).max() > 0 and len(np.unique(got["noise"])) > 50
-
-
-def test_manifest_records_specs_versions_and_platforms(artifact):
-  m = read_manifest(artifact)
-  assert m["platforms"] == ["cpu", "cuda", "tpu"] and m["num_slots"] == S and m["sample_rate"] == 16000
-  assert m["inputs"]["audio"] == {"shape": [S, 2560], "dtype": "float32", "range": [-1, 1]}
-  assert m["active"] == {"shape": [S], "dtype": "bool"}
+def test_typed_prng_keys_ranges_and_state_usable_after_rejection(pool, codec_artifact):
+  m = read_manifest(codec_artifact)
   assert m["state"]["rng"] == {"shape": [S, 2], "dtype": "uint32", "prng_impl": "threefry2x32"}
-  assert m["outputs"]["codes"] == {"shape": [S, 4, 2], "dtype": "int32"}
-  assert m["versions"]["jax"] == jax.__version__ and set(m["files"]) == {"step.jaxexport", "init.jaxexport",
-                                                                         "params.npz"}
-  assert not any("opt" in k for k in m["params"])
-  with np.load(os.path.join(artifact, "params.npz")) as d:
-    assert sorted(d.files) == sorted(m["params"])
+  assert m["inputs"]["audio"]["range"] == [-1, 1]
+  server = load_server(codec_artifact)
+  state = server.init_state(4)
+  x = {"audio": np.full((S, 2560), 0.5, np.float32)}
+  with pytest.raises(ValueError, match=r"expected values in \[-1, 1\], received values in \[1.5, 1.5\]"):
+    server.step(state, {"audio": x["audio"] + 1})
+  step_fn, init_fn, params, _ = pool
+  ref_state = init_fn(jnp.int32(4))
+  with pytest.raises(ValueError, match=r"expected shape \(3, 2560\)"):
+    server.step(state, {"audio": x["audio"][:2]})
+  for _ in range(3):                                # the rejected units left the state usable
+    state, out = server.step(state, x)
+    ref_state, ref = step_fn(params, ref_state, x, np.ones(S, bool), np.zeros(S, bool))
+    np.testing.assert_array_equal(out["noise"], np.asarray(ref["noise"]))
 
 
-def test_bad_inputs_get_clear_errors_and_state_stays_usable(artifact):
-  server = load_server(artifact)
-  state = server.init_state(0)
-  good = server.silent_inputs()
-  on, off = np.ones(S, bool), np.zeros(S, bool)
-  cases = [
-      ({"audio": good["audio"][:, :-10]}, on, off, r"inputs\['audio'\]: expected shape \(3, 2560\).*received shape \(3, 2550\)"),
-      ({"audio": good["audio"].astype(np.float64)}, on, off, r"expected dtype float32.*received dtype float64"),
-      ({"audio": np.full_like(good["audio"], np.nan)}, on, off, r"expected finite values, received 7680 NaN"),
-      ({"audio": good["audio"] + 2}, on, off, r"expected values in \[-1, 1\], received values in \[2.0, 2.0\]"),
-      ({}, on, off, r"inputs: expected keys \['audio'\].*missing \['audio'\]"),
-      (good, np.ones(S + 1, bool), off, r"active \(one flag per slot, 3 slots\): expected shape \(3,\).*\(4,\)"),
-      (good, on, np.zeros(S, np.int32), r"reset .*expected dtype bool.*int32"),
-  ]
-  for inputs, active, reset, pattern in cases:
-    with pytest.raises(ValueError, match=pattern):
-      server.step(state, inputs, active, reset)
-  state, out = server.step(state, good, on, off)   # the rejected units left the state usable
-  assert out["unit"].tolist() == [0, 0, 0]
-  state, out = server.step(state, good, on, off)
-  assert out["unit"].tolist() == [1, 1, 1]
-  other = {k: np.zeros([1] + list(v.shape[1:]), v.dtype) for k, v in state.items()}
-  with pytest.raises(ValueError, match=r"state\[.*expected shape.*another artifact or config"):
-    server.step(other, good, on, off)
-  with pytest.raises(ValueError, match="seed"):
-    server.init_state(1.5)
-
-
-def test_bfloat16_params_halve_the_file_and_equal_the_rounded_weights(pool, artifact, tmp_path):
+def test_bfloat16_params_halve_the_file_and_equal_the_rounded_weights(pool, codec_artifact, tmp_path):
   step_fn, init_fn, params, specs = pool
   path = str(tmp_path / "bf16")
   m = write_artifact(path, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs,
                      param_dtype="bfloat16")
   assert {p["dtype"] for p in m["params"].values()} == {"bfloat16"}
   assert os.path.getsize(os.path.join(path, "params.npz")) < 0.6 * os.path.getsize(
-      os.path.join(artifact, "params.npz"))
+      os.path.join(codec_artifact, "params.npz"))
   server = load_server(path)
-  audio, active, reset = _schedule(3, 2560, seed=1)
+  rng = np.random.default_rng(1)
+  audio = rng.uniform(-0.5, 0.5, (3, S, 2560)).astype(np.float32)
+  active, reset = rng.random((3, S)) > 0.2, np.eye(3, S, dtype=bool)
   rounded = jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(a.dtype), params)
   st, ref_st = server.init_state(0), init_fn(jnp.int32(0))
   for u in range(3):
     st, out = server.step(st, {"audio": audio[u]}, active[u], reset[u])
-    ref_st, ref = jax.jit(step_fn)(rounded, ref_st, {"audio": audio[u]}, active[u], reset[u])
+    ref_st, ref = step_fn(rounded, ref_st, {"audio": audio[u]}, active[u], reset[u])
     np.testing.assert_allclose(out["audio"], np.asarray(ref["audio"]), atol=1e-6)
 
 
-def test_export_refuses_overwrite_and_failures_leave_nothing(pool, artifact, tmp_path):
+def test_export_refuses_overwrite_and_failures_leave_nothing(pool, codec_artifact, tmp_path):
   step_fn, init_fn, params, specs = pool
   with pytest.raises(ValueError, match="already exists"):
-    write_artifact(artifact, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs)
+    write_artifact(codec_artifact, step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S, input_specs=specs)
   with pytest.raises(ValueError, match="platforms"):
     write_artifact(str(tmp_path / "x"), step_fn=step_fn, init_fn=init_fn, params=params, num_slots=S,
                    input_specs=specs, platforms=("cpu", "metal"))
@@ -177,18 +237,17 @@ def test_export_refuses_overwrite_and_failures_leave_nothing(pool, artifact, tmp
   def broken(*a):
     raise RuntimeError("trace failure")
 
-  before = sorted(os.listdir(os.path.dirname(artifact)))
+  before = sorted(os.listdir(os.path.dirname(codec_artifact)))
   with pytest.raises(RuntimeError, match="trace failure"):
-    write_artifact(artifact, step_fn=broken, init_fn=init_fn, params=params, num_slots=S, input_specs=specs,
+    write_artifact(codec_artifact, step_fn=broken, init_fn=init_fn, params=params, num_slots=S, input_specs=specs,
                    overwrite=True)
-  assert sorted(os.listdir(os.path.dirname(artifact))) == before   # old artifact intact, no partial folder
-  load_server(artifact)
+  assert sorted(os.listdir(os.path.dirname(codec_artifact))) == before   # old one intact, no partial folder
+  load_server(codec_artifact)
 
 
-def test_corrupt_or_foreign_artifacts_are_rejected(artifact, tmp_path):
-  import shutil
+def test_corrupt_or_foreign_artifacts_are_rejected(codec_artifact, tmp_path):
   bad = str(tmp_path / "bad")
-  shutil.copytree(artifact, bad)
+  shutil.copytree(codec_artifact, bad)
   with open(os.path.join(bad, "params.npz"), "r+b") as f:
     f.seek(100)
     f.write(b"\x00\x01\x02")

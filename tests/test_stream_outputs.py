@@ -10,7 +10,7 @@ from data_pipelines import media_io, text_slots
 from tests.helpers import tiny_config
 from wan_streamer_jax.streaming.driver import LatencyReport
 from wan_streamer_jax.streaming.outputs import StreamRecorder, side_by_side
-from wan_streamer_jax.streaming.recording import load_recording, synthetic_recording, unit_inputs, unit_stream
+from wan_streamer_jax.streaming.recording import load_recording, synthetic_recording, unit_stream
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +22,21 @@ def test_synthetic_recording_units_are_the_conversation(cfg):
   rec = synthetic_recording(cfg, "validation", 1)
   spu = cfg.audio.samples_per_unit
   assert rec.audio.shape == (rec.num_units * spu,) and rec.video.shape[0] == rec.num_units * 4
-  units = list(unit_stream(rec, num_slots=3, slot=2))
+  template = {"audio": np.zeros((3, spu), np.float32), "video": np.zeros((3, 4, 16, 16, 3), np.uint8),
+              "camera_on": np.zeros(3, bool), "text": np.full((3, cfg.text.text_slots), 256, np.int32),
+              "seed": np.zeros(3, np.int32)}
+  units = list(unit_stream(rec, template, slot=2, seed=11))
   assert len(units) == rec.num_units
   inputs, active, reset = units[5]
   assert active.tolist() == [False, False, True] and not reset.any() and units[0][2].tolist() == [False, False, True]
   np.testing.assert_array_equal(inputs["audio"][2], rec.audio[5 * spu:6 * spu])
   np.testing.assert_array_equal(inputs["video"][2], rec.video[20:24])
   assert inputs["audio"][:2].max() == 0 and inputs["text"].shape == (3, cfg.text.text_slots)
+  assert inputs["seed"].tolist() == [0, 0, 11] and (inputs["text"][:2] == 256).all()
+  assert template["audio"].max() == 0                                   # the template is not written to
   assert inputs["audio"].dtype == np.float32 and inputs["video"].dtype == np.uint8
   with pytest.raises(ValueError, match="slot"):
-    next(unit_stream(rec, num_slots=2, slot=2))
+    next(unit_stream(rec, template, slot=3))
   with pytest.raises(ValueError, match="split"):
     synthetic_recording(cfg, "held_out", 0)
 

@@ -88,9 +88,8 @@ def load_model(path: str, step: int | None = None, cfg: Config | None = None):
     restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract.state)))
   finally:
     mgr.close()
-  model = create_model(cfg)
-  nnx.update(model, restored["state"][0])
-  return cfg, model, step
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: create_model(cfg)))
+  return cfg, nnx.merge(graphdef, restored["state"][0]), step
 
 
 def load_codecs(cfg: Config, audio_dir: str | None = None, video_dir: str | None = None, seed: int = 0):
@@ -120,33 +119,36 @@ def load_codecs(cfg: Config, audio_dir: str | None = None, video_dir: str | None
 
 
 def random_model(cfg: Config, seed: int = 0):
+  """A random-init WanStreamer, initialised inside one jit (eager init compiles every op: ~10x slower)."""
   from wan_streamer_jax.model.transformer import create_model
-  return create_model(cfg, seed)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: create_model(cfg, seed)))
+  return nnx.merge(graphdef, jax.jit(lambda: nnx.split(create_model(cfg, seed))[1])())
 
 
 def load_engine(checkpoint: str | None, *, cfg: Config | None = None, step: int | None = None,
                 audio_codec: str | None = None, video_codec: str | None = None, num_slots: int = 1,
-                sampling: dict | None = None, attention_impl: str | None = None, seed: int = 0):
+                sampling: dict | None = None, attention_impl: str = "xla", max_units: int | None = None,
+                seed: int = 0):
   """A `StreamingEngine` over a training run's weights (or random init when `checkpoint` is None).
 
   -> `(engine, info)`; `info` names the sources of every weight (JSON-able). `cfg` overrides
   the saved config (the model section may differ only in `STREAM_TUNABLE`); without a
-  checkpoint it is required.
+  checkpoint it is required. `max_units`: the cache capacity, needed (only) by a config
+  without an attention window.
   """
   from wan_streamer_jax.streaming import SamplingConfig, StreamingEngine
   if checkpoint is None and cfg is None:
     raise ValueError("load_engine: expected a checkpoint or a config (random init), received neither")
   if checkpoint:
-    base = cfg or load_run_config(checkpoint, step)
-    if attention_impl:
-      base = base.replace(model={"attention_impl": attention_impl})
-    cfg, model, step = load_model(checkpoint, step, base)
+    cfg, model, step = load_model(checkpoint, step, cfg)
     source = {"checkpoint": checkpoint_dir(checkpoint), "step": int(step)}
   else:
-    if attention_impl:
-      cfg = cfg.replace(model={"attention_impl": attention_impl})
     model = random_model(cfg, seed)
     source = {"checkpoint": "random_init", "seed": seed}
+  if cfg.model.window_units is not None:
+    max_units = None
   audio, video, codec_info = load_codecs(cfg, audio_codec, video_codec, seed)
-  engine = StreamingEngine(cfg, model, audio, video, num_slots=num_slots, sampling=SamplingConfig(**(sampling or {})))
-  return engine, {"model": source, "codecs": codec_info}
+  engine = StreamingEngine(cfg, model, audio, video, num_slots, SamplingConfig(**(sampling or {})),
+                           max_units=max_units, attention_impl=attention_impl)
+  return engine, {"model": source, "codecs": codec_info, "attention_impl": attention_impl,
+                  "cache_units": engine.capacity_units}

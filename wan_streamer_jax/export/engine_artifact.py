@@ -35,23 +35,23 @@ def unit_layout_metadata(cfg) -> dict:
 
 
 def engine_input_specs(engine) -> dict:
-  """The engine's input spec as manifest specs, with the value ranges the server checks."""
-  ranges = {"audio": [-1.0, 1.0], "text": [0, TextConfig.VOCAB_SIZE - 1]}
-  out = {}
-  for name, sds in engine.input_spec().items():
-    extra = {"range": ranges[name]} if name in ranges else {}
-    if name == "text":
-      extra["fill"] = TextConfig.PAD
-    out[name] = S.spec_of(sds, **extra)
-  return out
+  """The engine's input spec as manifest specs, with the value checks of `engine.check_inputs`.
+
+  Audio: finite (the step clips it to [-1, 1]); text: ids in [0, VOCAB_SIZE), PAD when silent.
+  """
+  extras = {"audio": {"finite": True}, "text": {"range": [0, TextConfig.VOCAB_SIZE - 1], "fill": TextConfig.PAD}}
+  meaning = engine.input_meaning() if hasattr(engine, "input_meaning") else {}
+  return {name: S.spec_of(sds, **extras.get(name, {}), **({"meaning": meaning[name]} if name in meaning else {}))
+          for name, sds in engine.input_spec().items()}
 
 
 def export_engine(engine, path: str, *, platforms: Sequence[str] = ("cpu",), param_dtype: str | None = None,
                   metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> dict:
   cfg = engine.cfg
-  if cfg.model.attention_impl not in EXPORTABLE_ATTENTION:
-    raise ValueError(f"model.attention_impl: expected one of {EXPORTABLE_ATTENTION} for an exported step "
-                     f"(custom calls are not stable under jax.export), received {cfg.model.attention_impl!r}")
+  impl = getattr(engine, "attention_impl", "xla")  # the engine's own (constructor default "xla")
+  if impl not in EXPORTABLE_ATTENTION:
+    raise ValueError(f"attention_impl: expected one of {EXPORTABLE_ATTENTION} for an exported step "
+                     f"(custom calls are not stable under jax.export), received {impl!r}")
   sampling = getattr(engine, "sampling", None)
   meta = {
       "config": cfg.to_dict(),
@@ -61,6 +61,7 @@ def export_engine(engine, path: str, *, platforms: Sequence[str] = ("cpu",), par
       "text_slots": cfg.text.text_slots, "unit_seconds": UNIT_SECONDS, "fps": VIDEO_FPS,
       "sampling": dataclasses.asdict(sampling) if dataclasses.is_dataclass(sampling) else None,
       "turn_states": ["silent", "speaking", "yielded"],
+      "attention_impl": impl, "cache_units": int(engine.capacity_units),
       **dict(metadata or {}),
   }
   return write_artifact(path, step_fn=engine.step_fn, init_fn=lambda seed: engine.init_state(seed),

@@ -178,23 +178,24 @@ class PoolSession:
     return jax.device_get(outputs)
 
 
-def drive_recording(step: Callable, params, state, recording, *, silent_inputs: dict, num_slots: int = 1,
-                    slot: int = 0, realtime: bool = True, unit_seconds: float = UNIT_SECONDS,
+def drive_recording(step: Callable, params, state, recording, *, silent_inputs: dict, slot: int = 0,
+                    seed: int = 0, realtime: bool = True, unit_seconds: float = UNIT_SECONDS,
                     progress: Callable[[int], None] | None = None):
   """Streams a `recording.UserRecording` through a pool step; -> `(report, recorder, state)`.
 
-  The step is compiled first by one unit with every slot inactive (which leaves the state
+  `silent_inputs` is the engine's `silent_inputs()` (the pool's neutral inputs); `seed` the
+  conversation's sampling seed. The step is compiled first by one unit with every slot inactive (which leaves the state
   exactly as it was), so every unit of the recording is on the clock. `recorder` is an
   `outputs.StreamRecorder` holding slot `slot`'s outputs.
   """
   from wan_streamer_jax.streaming.outputs import StreamRecorder
   from wan_streamer_jax.streaming.recording import unit_stream
-  off = np.zeros(num_slots, bool)
+  off = np.zeros(silent_inputs["camera_on"].shape[0], bool)
   state, warm = step(params, state, silent_inputs, off, off)
   jax.block_until_ready(warm)
   session = PoolSession(step, params, state)
   recorder = StreamRecorder(recording, slot)
   driver = RealtimeDriver(session, unit_seconds=unit_seconds, realtime=realtime, warmup_units=0)
-  report = driver.run(unit_stream(recording, num_slots, slot), on_output=lambda i, u, o: recorder.add(i, o),
+  report = driver.run(unit_stream(recording, silent_inputs, slot, seed), on_output=lambda i, u, o: recorder.add(i, o),
                       progress=progress)
   return report, recorder, session.state

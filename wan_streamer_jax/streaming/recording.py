@@ -8,8 +8,9 @@ Sources (all resampled to the config's sample rate / 25 fps / H x W):
   `data_pipelines/folder_builder.py`), a single `.wav` (camera off), or an `.mp4` whose audio
   track is the user's voice (or a `.wav` beside it with the same name).
 
-`unit_stream(rec, num_slots, slot)` yields `(inputs, active, reset)` per unit for a pool of
-`num_slots` with the conversation in `slot` (the others inactive), reset at unit 0.
+`unit_stream(rec, template, slot)` yields `(inputs, active, reset)` per unit for the pool of
+`template` (the engine's `silent_inputs()`) with the conversation in `slot` (the others
+inactive), reset at unit 0.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from wan_streamer_jax.config import FRAMES_PER_UNIT, TextConfig, Config
+from wan_streamer_jax.config import FRAMES_PER_UNIT, Config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,22 +157,27 @@ def load_recording(path: str, cfg: Config) -> UserRecording:
                        samples_per_unit=spu)
 
 
-def unit_inputs(rec: UserRecording, unit: int, num_slots: int = 1, slot: int = 0) -> dict:
-  """Engine inputs for one unit: the recording in `slot`, silence / camera off / PAD elsewhere."""
+def unit_inputs(rec: UserRecording, unit: int, template: dict, slot: int = 0, seed: int = 0) -> dict:
+  """Engine inputs for one unit: the recording in `slot`; the other slots keep `template`'s values.
+
+  `template` is the engine's `silent_inputs()` (silence, camera off, PAD; it fixes the keys and
+  the slot count); `seed` goes to `inputs["seed"][slot]` when the engine takes a seed.
+  """
   spu, F = rec.samples_per_unit, FRAMES_PER_UNIT
-  audio = np.zeros((num_slots, spu), np.float32)
-  video = np.zeros((num_slots, F) + rec.video.shape[1:], np.uint8)
-  camera = np.zeros((num_slots,), bool)
-  text = np.full((num_slots, rec.text.shape[1]), TextConfig.PAD, np.int32)
-  audio[slot] = rec.audio[unit * spu:(unit + 1) * spu]
-  video[slot] = rec.video[unit * F:(unit + 1) * F]
-  camera[slot] = rec.camera_on[unit]
-  text[slot] = rec.text[unit]
-  return {"audio": audio, "video": video, "camera_on": camera, "text": text}
+  inputs = {k: np.array(v) for k, v in template.items()}
+  inputs["audio"][slot] = rec.audio[unit * spu:(unit + 1) * spu]
+  inputs["video"][slot] = rec.video[unit * F:(unit + 1) * F]
+  inputs["camera_on"][slot] = rec.camera_on[unit]
+  inputs["text"][slot] = rec.text[unit]
+  if "seed" in inputs:
+    inputs["seed"][slot] = seed
+  return inputs
 
 
-def unit_stream(rec: UserRecording, num_slots: int = 1, slot: int = 0) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+def unit_stream(rec: UserRecording, template: dict, slot: int = 0, seed: int = 0
+                ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
   """`(inputs, active, reset)` for every unit; only `slot` is active; reset at unit 0."""
+  num_slots = int(template["camera_on"].shape[0])
   if not 0 <= slot < num_slots:
     raise ValueError(f"slot: expected an index in [0, {num_slots}), received {slot}")
   active = np.zeros(num_slots, bool)
@@ -179,4 +185,4 @@ def unit_stream(rec: UserRecording, num_slots: int = 1, slot: int = 0) -> Iterat
   for u in range(rec.num_units):
     reset = np.zeros(num_slots, bool)
     reset[slot] = u == 0
-    yield unit_inputs(rec, u, num_slots, slot), active.copy(), reset
+    yield unit_inputs(rec, u, template, slot, seed), active.copy(), reset
