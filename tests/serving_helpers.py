@@ -53,22 +53,14 @@ def recording(index: int, units: int):
 
 
 def alone(runner, rec, seed: int) -> dict:
-  """What the step gives the recording alone (slot 0 of the pool, every other slot idle), seed `seed`."""
-  from wan_streamer_jax.streaming.recording import unit_inputs
-  S = runner.num_slots
-  state = runner.init_state(0)
-  active = np.zeros(S, bool)
-  active[0] = True
-  outs = []
-  for u in range(rec.num_units):
-    inputs = unit_inputs(rec, u, S, 0)
-    inputs["seed"] = np.zeros(S, np.int32)
-    inputs["seed"][0] = seed
-    reset = np.zeros(S, bool)
-    reset[0] = u == 0
-    state, out = runner.step(state, inputs, active, reset)
-    outs.append({k: np.asarray(out[k])[0] for k in ("audio", "video", "text", "turn_state", "unit")})
-  return {k: np.stack([o[k] for o in outs]) for k in outs[0]}
+  """What launch.stream gives the recording alone: `drive_recording` (slot 0, every other slot idle,
+  sampling seed `seed`) over the same artifact's step."""
+  from wan_streamer_jax.streaming.driver import drive_recording
+  _, recorder, _ = drive_recording(lambda params, state, inputs, active, reset: runner.step(state, inputs, active, reset),
+                                   None, runner.init_state(0), rec, silent_inputs=runner.silent_inputs(), slot=0,
+                                   seed=seed, realtime=False)
+  return {"audio": np.stack(recorder.audio), "video": np.stack(recorder.video), "text": np.stack(recorder.text),
+          "turn_state": np.asarray(recorder.turn, np.int32), "unit": np.asarray(recorder.units, np.int32)}
 
 
 def assert_same_outputs(got: dict, want: dict, what: str) -> None:
