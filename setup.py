@@ -31,8 +31,11 @@ setup(
         "pillow>=10",
         "imageio-ffmpeg>=0.5,<1",
         "pocketsphinx>=5.0,<6",  # the evaluation's speech judge (its wheel ships the en-us model)
+        "aiohttp>=3.9,<4",
     ],
-    extras_require={"test": ["pytest>=8", "portpicker>=1.6"], "tensorboard": ["tensorboard>=2.15"]},
+    extras_require={"test": ["pytest>=8", "portpicker>=1.6", "selenium>=4.20,<5"],
+                    "tensorboard": ["tensorboard>=2.15"]},
+    package_data={"wan_streamer_jax.serving": ["static/*"]},
     entry_points={"console_scripts": [
         "wan-train=launch.train:run",
         "wan-train-codec=launch.train_codec:run",

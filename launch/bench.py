@@ -16,7 +16,7 @@ from absl import flags
 from launch import common
 from wan_streamer_jax.config import Config
 
-WHATS = ("train_step", "attention", "data", "codecs", "codec_quality", "stream")
+WHATS = ("train_step", "attention", "data", "codecs", "codec_quality", "stream", "serve")
 _WHAT = flags.DEFINE_enum("what", "train_step", WHATS, "Which benchmark to run.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
 _AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "codec_quality: a launch.train_codec audio run directory.")
