@@ -21,13 +21,14 @@ UNITS = 25
 def checkpoint(tmp_path_factory):
   """A launch.train-style run directory holding one step of a random-init tiny model (+ optimizer)."""
   from wan_streamer_jax.parallel.mesh import make_mesh
-  from wan_streamer_jax.train.checkpoint import Checkpointer
+  from wan_streamer_jax.train.checkpoint import Checkpointer, run_meta
   from wan_streamer_jax.train.state import create_train_state
+  from wan_streamer_jax.train.transformer_task import split_state
   cfg = tiny_config()
   ts = create_train_state(cfg, make_mesh(cfg.mesh, jax.devices()[:1]), seed=5)
   run = tmp_path_factory.mktemp("run")
   ckpt = Checkpointer(str(run / "checkpoints"), async_save=False)
-  ckpt.save(3, ts.state, cfg, force=True)
+  ckpt.save(3, *split_state(ts.state), run_meta("transformer", cfg))
   ckpt.close()
   model, _ = nnx.merge(ts.graphdef, ts.state)
   return str(run), model

@@ -1,10 +1,9 @@
 """The inference parts of a training run: config, Transformer parameters and codecs.
 
 Used by `launch/stream.py`, `launch/export.py` and the stream benchmark (not by
-the serving side, which loads an artifact). The Transformer checkpoint is
-today's `wan_streamer_jax.train.checkpoint.Checkpointer` layout
-(`RUN/checkpoints/STEP/{state,config}`); only the model half of the restored
-train state is kept (the optimizer state is dropped). Codecs come from
+the serving side, which loads an artifact). The Transformer checkpoint is read
+through the shared helper `wan_streamer_jax.train.checkpoint` (parameters only;
+the optimizer state is never restored). Codecs come from
 `launch/train_codec.py` run directories, or random init (tests, speed runs).
 """
 
@@ -24,72 +23,61 @@ STREAM_TUNABLE = ("attention_impl", "window_units", "sink_units", "compute_dtype
 
 
 def checkpoint_dir(path: str) -> str:
-  """A run directory (`--workdir` of launch.train) or its `checkpoints/` folder -> the latter."""
+  """A run directory (`--workdir` of launch.train) or its `checkpoints/` folder -> the run directory."""
   path = os.path.abspath(os.path.expanduser(path))
-  sub = os.path.join(path, "checkpoints")
-  if os.path.isdir(sub):
-    return sub
-  if os.path.isdir(path):
+  if os.path.basename(path) == "checkpoints" and os.path.isdir(path):
+    return os.path.dirname(path)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
     return path
-  raise ValueError(f"checkpoint: expected a launch.train --workdir (or its checkpoints/ folder), "
-                   f"{path} does not exist")
-
-
-def _manager(path: str):
-  import orbax.checkpoint as ocp
-  return ocp.CheckpointManager(checkpoint_dir(path))
-
-
-def _step(mgr, path: str, step: int | None) -> int:
-  steps = mgr.all_steps()
-  if not steps:
-    raise ValueError(f"checkpoint {path}: expected saved steps, found none")
-  if step is None:
-    return mgr.latest_step()
-  if step not in steps:
-    raise ValueError(f"checkpoint {path}: step expected one of {sorted(steps)}, received {step}")
-  return step
+  raise ValueError(f"checkpoint: expected a launch.train --workdir (holding checkpoints/), "
+                   f"{path} has none")
 
 
 def load_run_config(path: str, step: int | None = None) -> Config:
-  """The config saved with the checkpoint (validated)."""
-  import orbax.checkpoint as ocp
-  mgr = _manager(path)
+  """The config saved with the checkpoint (validated), through the shared checkpoint helper."""
+  from wan_streamer_jax.train.checkpoint import Checkpointer
+  run = checkpoint_dir(path)
+  ckpt = Checkpointer(os.path.join(run, "checkpoints"), max_to_keep=None, async_save=False, read_only=True)
   try:
-    step = _step(mgr, path, step)
-    meta = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    steps = ckpt.all_steps()
+    if not steps:
+      raise ValueError(f"checkpoint {path}: expected saved steps, found none")
+    if step is not None and step not in steps:
+      raise ValueError(f"checkpoint {path}: step expected one of {steps}, received {step}")
+    meta = ckpt.read_meta(step)
   finally:
-    mgr.close()
+    ckpt.close()
+  if meta["kind"] != "transformer":
+    raise ValueError(f"checkpoint {path}: expected a Transformer run (launch.train), received a "
+                     f"{meta['kind']} codec run")
   return Config.from_dict(meta["config"])
 
 
 def load_model(path: str, step: int | None = None, cfg: Config | None = None):
   """-> `(cfg, model, step)`: the WanStreamer with the checkpoint's parameters, on one device.
 
+  Reads the parameters only (`train.checkpoint.load_model`; the optimizer is never restored).
   `cfg` (default: the saved one) must describe the same architecture; only the fields in
   `STREAM_TUNABLE` may differ. A different window than in training changes what the model
   attends to (training and streaming should use the same one).
   """
-  import orbax.checkpoint as ocp
-  from wan_streamer_jax.model.transformer import create_model
   from wan_streamer_jax.parallel.mesh import make_mesh
-  from wan_streamer_jax.train.state import abstract_train_state
+  from wan_streamer_jax.train import checkpoint as train_ckpt
   saved = load_run_config(path, step)
-  cfg = (cfg or saved).replace(mesh=dataclasses.asdict(MeshConfig()))
+  cfg = (cfg or saved).replace(mesh=dataclasses.asdict(MeshConfig(data=1, fsdp=1, tensor=1)))
   tunable = {f: getattr(cfg.model, f) for f in STREAM_TUNABLE}
   if dataclasses.replace(saved.model, **tunable) != cfg.model:
     raise ValueError(f"config: the model section differs from the checkpoint's ({path}) beyond "
                      f"{STREAM_TUNABLE}; expected {saved.model}, received {cfg.model}")
   mesh = make_mesh(cfg.mesh, devices=jax.devices()[:1])
-  abstract = abstract_train_state(cfg, mesh)
-  mgr = _manager(path)
-  try:
-    step = _step(mgr, path, step)
-    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract.state)))
-  finally:
-    mgr.close()
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: create_model(cfg)))
-  return cfg, nnx.merge(graphdef, restored["state"][0]), step
+  trained, _, _, step = train_ckpt.load_model(checkpoint_dir(path), "transformer", step=step, mesh=mesh)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: _model(cfg)))  # the requested tunables (e.g. window)
+  return cfg, nnx.merge(graphdef, nnx.state(trained)), step
+
+
+def _model(cfg: Config):
+  from wan_streamer_jax.model.transformer import create_model
+  return create_model(cfg)
 
 
 def load_codecs(cfg: Config, audio_dir: str | None = None, video_dir: str | None = None, seed: int = 0):
