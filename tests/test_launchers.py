@@ -71,3 +71,15 @@ def test_config_errors_are_one_line(args, message):
   assert out.returncode == 2, out.stderr[-2000:]
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(message), out.stderr[-2000:]
+
+
+def test_every_benchmark_module_imports_and_has_run():
+  """`launch.bench --what=X` imports launch/benchmarks/X.py lazily: a broken import (e.g. a renamed helper)
+  would only show when someone runs that benchmark."""
+  import importlib
+  import inspect
+  from launch.bench import WHATS
+  for what in WHATS:
+    module = importlib.import_module(f"launch.benchmarks.{what}")
+    assert callable(getattr(module, "run", None)), what
+    assert "cfg" in inspect.signature(module.run).parameters, what

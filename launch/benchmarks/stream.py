@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from launch.benchmarks.train_step import _peak_probe
+from wan_streamer_jax.train.throughput import peak_probe
 from wan_streamer_jax.config import UNIT_SECONDS, Config, load_config
 from wan_streamer_jax.model import flops
 from wan_streamer_jax.streaming.driver import PoolSession, RealtimeDriver
@@ -80,7 +80,7 @@ def _drive(engine, state, units):
 def _single_session(cfg: Config, units: int, rounds: int, rec) -> dict:
   engine = _engine(cfg, 1)
   state, compile_s = _warm(engine)
-  probes = [_peak_probe(jnp.float32, 1024), _peak_probe(jnp.float32, 2048)]
+  probes = [peak_probe(jnp.float32, 1024), peak_probe(jnp.float32, 2048)]
   model_flops = flops.streaming_flops_per_unit(cfg, context_units=engine.capacity_units - 1)
   per_round = max(1, units // rounds)
   steps, peaks, fractions = [], [], []
