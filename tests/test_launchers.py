@@ -75,11 +75,17 @@ def test_config_errors_are_one_line(args, message):
 
 def test_every_benchmark_module_imports_and_has_run():
   """`launch.bench --what=X` imports launch/benchmarks/X.py lazily: a broken import (e.g. a renamed helper)
-  would only show when someone runs that benchmark."""
-  import importlib
-  import inspect
-  from launch.bench import WHATS
-  for what in WHATS:
-    module = importlib.import_module(f"launch.benchmarks.{what}")
-    assert callable(getattr(module, "run", None)), what
-    assert "cfg" in inspect.signature(module.run).parameters, what
+  would only show when someone runs that benchmark. In a subprocess: importing launch.bench here would
+  define its absl flags in the test process (other tests import launchers that define `--config` too)."""
+  import subprocess
+  import sys
+  code = ("import importlib, inspect\n"
+          "from launch.bench import WHATS\n"
+          "for what in WHATS:\n"
+          "  run = getattr(importlib.import_module(f'launch.benchmarks.{what}'), 'run', None)\n"
+          "  assert callable(run) and 'cfg' in inspect.signature(run).parameters, what\n"
+          "print(len(WHATS))\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert int(out.stdout.split()[-1]) >= 7
