@@ -12,6 +12,8 @@ moving squares (smoke runs without a corpus). Writes into `--workdir`:
                  readable step; SIGTERM / Ctrl-C save before exiting)
   metrics.jsonl  every logged step (loss parts, grad norm, perplexity per quantiser, units/s)
   tb/            TensorBoard scalars, and audio / image samples of the final evaluation
+  samples/step_<N>/  the same samples as files: sample_<i>_{reference,reconstruction}.wav (audio),
+                 sample_<i>.png (video; top reference frames, bottom reconstruction)
   eval.json      held-out metrics of the final codec (`codec_train.eval_split`)
 """
 

@@ -9,6 +9,7 @@ import json
 import os
 import wave
 
+import matplotlib.pyplot as plt  # headless: matplotlib picks Agg
 import numpy as np
 import pytest
 
@@ -65,7 +66,19 @@ def test_every_stage_writes_finite_outputs(chain):
     assert run["steps"] == 2 and _finite(run["eval"])
     assert os.path.isdir(os.path.join(run["run_dir"], "checkpoints", "2"))
     with open(os.path.join(run["run_dir"], "eval.json")) as f:
-      assert _finite(json.load(f))
+      ev_json = json.load(f)
+    assert _finite(ev_json)
+    files = ev_json["sample_files"]  # reconstructed samples beside tb/, as files a user opens
+    assert files and all(os.path.dirname(p) == os.path.join(run["run_dir"], "samples", "step_2") for p in files)
+    if kind == "audio":
+      assert {os.path.basename(p) for p in files} >= {"sample_0_reference.wav", "sample_0_reconstruction.wav"}
+      for p in files:
+        with wave.open(p) as w:
+          assert w.getframerate() == 16000 and w.getnframes() > 1000
+    else:
+      for p in files:
+        img = plt.imread(p)
+        assert img.ndim == 3 and img.shape[0] == 2 * 16  # reference row over reconstruction row (16x16 frames)
   assert r["tokens"]["conversations"] == {"train": 8, "validation": 8, "test": 2}
   with open(os.path.join(r["tokens"]["token_dir"], "manifest.json")) as f:
     assert json.load(f)["config_name"] == "demo_tiny"

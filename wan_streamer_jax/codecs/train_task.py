@@ -18,6 +18,7 @@ function of `(batch, step)` so that a resumed run sees the same data.
 from __future__ import annotations
 
 import io
+import os
 import wave as wavelib
 
 import jax
@@ -59,6 +60,29 @@ def write_samples(tb, kind: str, samples: dict, sample_rate: int, step: int) -> 
       n = min(8, ref.shape[0])
       strip = np.concatenate([np.concatenate(list(ref[:n]), 1), np.concatenate(list(rec[:n]), 1)], 0)
       tb.add_image(f"eval/{i}/top_reference_bottom_reconstruction", strip, step, dataformats="HWC")
+
+
+def write_sample_files(folder: str, kind: str, samples: dict, sample_rate: int) -> list[str]:
+  """The same pairs as files a user can open: `sample_<i>_{reference,reconstruction}.wav` (16-bit mono)
+  for audio, `sample_<i>.png` (top: reference frames, bottom: reconstruction) for video. Returns the paths."""
+  from data_pipelines.media_io import write_wav
+  os.makedirs(folder, exist_ok=True)
+  paths = []
+  for i in range(len(samples["reference"])):
+    ref, rec = samples["reference"][i], samples["reconstruction"][i]
+    if kind == "audio":
+      for name, w in (("reference", ref), ("reconstruction", rec)):
+        paths.append(os.path.join(folder, f"sample_{i}_{name}.wav"))
+        write_wav(paths[-1], np.clip(np.asarray(w, np.float32), -1, 1), sample_rate)
+    else:
+      import matplotlib
+      matplotlib.use("Agg")
+      import matplotlib.pyplot as plt
+      n = min(8, ref.shape[0])
+      strip = np.concatenate([np.concatenate(list(ref[:n]), 1), np.concatenate(list(rec[:n]), 1)], 0)
+      paths.append(os.path.join(folder, f"sample_{i}.png"))
+      plt.imsave(paths[-1], np.asarray(strip, np.uint8))
+  return paths
 
 
 def codec_task(cfg: Config, mesh, train_source, eval_source=None, *, data_info: dict | None = None,
@@ -120,11 +144,15 @@ def codec_task(cfg: Config, mesh, train_source, eval_source=None, *, data_info: 
     if jax.process_index() != 0:
       return {}
     res, samples = run_eval(state, ct.eval_windows)
+    sample_files = []
     if tb is not None:
-      write_samples(tb, kind, samples, getattr(ccfg, "sample_rate", 0), step_index)
+      sr = getattr(ccfg, "sample_rate", 0)
+      write_samples(tb, kind, samples, sr, step_index)
+      sample_files = write_sample_files(os.path.join(os.path.dirname(tb.logdir), "samples", f"step_{step_index}"),
+                                        kind, samples, sr)
     return {"config": cfg.name, "kind": kind, "steps": step_index, "eval_split": ct.eval_split,
             "batch_size": cfg.train.batch_size, "units_per_example": cfg.train.units_per_example,
-            "backend": jax.default_backend(), "devices": jax.device_count(), **res}
+            "backend": jax.default_backend(), "devices": jax.device_count(), "sample_files": sample_files, **res}
 
   key = kind
   lr = learning_rate_schedule(cfg.optimizer)
