@@ -19,8 +19,6 @@ script its name would shadow the standard library's `tokenize`.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import os
 
@@ -60,8 +58,8 @@ def _codec(kind: str, spec: str, cfg):
 
 def main(argv):
   del argv
-  from data_pipelines import token_data
   from data_pipelines.synthetic_builder import make_synthetic_builder
+  from data_pipelines.tokenize_corpus import tokenize_corpus
   from wan_streamer_jax.config import Config, ConfigError
 
   cfg = Config.from_dict(_CONFIG.value)
@@ -70,31 +68,15 @@ def main(argv):
   out_dir = os.path.abspath(os.path.expanduser(_OUT.value))
   audio, a_info = _codec("audio", _AUDIO.value, cfg)
   video, v_info = _codec("video", _VIDEO.value, cfg)
-  plain = lambda dc: json.loads(json.dumps(dataclasses.asdict(dc)))  # noqa: E731
-  codecs = {"audio": {**a_info, "config": plain(audio.cfg)}, "video": {**v_info, "config": plain(video.cfg)}}
-  manifest = token_data.read_manifest(out_dir) or {"codecs": codecs, "splits": {}, "config_name": cfg.name,
-                                                   "format": token_data.token_format(cfg)}
-  if json.dumps(manifest["codecs"], sort_keys=True) != json.dumps(codecs, sort_keys=True):
-    raise ConfigError(f"{out_dir} holds tokens of other codecs ({manifest['codecs']}); use another --out_dir")
-  manifest.setdefault("format", token_data.token_format(cfg))
-  token_data.write_manifest(out_dir, manifest)
-
   builder = make_synthetic_builder(cfg, _SIZE.value, data_dir=_DATA_DIR.value)
   if not builder.is_prepared():
     raise ConfigError(f"no {_SIZE.value} corpus for {cfg.name} under {builder.data_dir}: build it with "
                       f"python -m launch.make_dataset --config={cfg.name} --size={_SIZE.value} "
                       f"--data_dir={_DATA_DIR.value or '~/tensorflow_datasets'}")
-  (afns, ap), (vfns, vp) = audio.functional(), video.functional()
-  tokenize = functools.partial(token_data.tokenize_conversation, cfg=cfg,
-                               encode_audio=functools.partial(afns.encode_chunked, ap, chunk_units=_CHUNK.value),
-                               encode_video=functools.partial(vfns.encode_chunked, vp, chunk_units=_CHUNK.value))
-  report = {}
-  for split in _SPLITS.value:
-    res = token_data.write_split(out_dir, split, builder.as_data_source(split), tokenize,
-                                 shard_size=_SHARD.value, limit=_LIMIT.value, progress=_PROGRESS.value)
-    manifest["splits"][split] = {"conversations": res["conversations"], "shards": res["shards"]}
-    token_data.write_manifest(out_dir, manifest)
-    report[split] = {k: res[k] for k in ("conversations", "written", "rewritten")}
+  results = tokenize_corpus(out_dir, cfg, builder, audio, video, {"audio": a_info, "video": v_info},
+                            splits=_SPLITS.value, shard_size=_SHARD.value, chunk_units=_CHUNK.value,
+                            limit=_LIMIT.value, progress=_PROGRESS.value)
+  report = {split: {k: res[k] for k in ("conversations", "written", "rewritten")} for split, res in results.items()}
   print(json.dumps({"out_dir": out_dir, "splits": report}), flush=True)
 
 

@@ -14,8 +14,6 @@ result; `wan_streamer_jax/demo/pipeline.py` decides what to skip.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import os
 
@@ -70,28 +68,13 @@ def run_codec(plan: DemoPlan, kind: str, stage_dir: str, corpus_dir: str, progre
 
 def run_tokens(plan: DemoPlan, stage_dir: str, corpus_dir: str, audio_dir: str, video_dir: str,
                progress: bool = True, shard_size: int = 64, chunk_units: int = 16) -> dict:
-  from data_pipelines import token_data
+  from data_pipelines.tokenize_corpus import tokenize_corpus
   from wan_streamer_jax.codecs.training import load_codec
-  cfg = plan.model_config()
   (audio, _, a_step), (video, _, v_step) = load_codec(audio_dir), load_codec(video_dir)
-  plain = lambda dc: json.loads(json.dumps(dataclasses.asdict(dc)))  # noqa: E731
-  manifest = token_data.read_manifest(stage_dir) or {
-      "codecs": {"audio": {"checkpoint": audio_dir, "step": int(a_step), "config": plain(audio.cfg)},
-                 "video": {"checkpoint": video_dir, "step": int(v_step), "config": plain(video.cfg)}},
-      "splits": {}, "config_name": cfg.name, "format": token_data.token_format(cfg)}
-  (afns, ap), (vfns, vp) = audio.functional(), video.functional()
-  tokenize = functools.partial(token_data.tokenize_conversation, cfg=cfg,
-                               encode_audio=functools.partial(afns.encode_chunked, ap, chunk_units=chunk_units),
-                               encode_video=functools.partial(vfns.encode_chunked, vp, chunk_units=chunk_units))
-  builder = corpus_builder(plan, corpus_dir)
-  out = {}
-  for split in ("train", "validation", "test"):
-    res = token_data.write_split(stage_dir, split, builder.as_data_source(split), tokenize,
-                                 shard_size=shard_size, progress=progress)
-    manifest["splits"][split] = {"conversations": res["conversations"], "shards": res["shards"]}
-    token_data.write_manifest(stage_dir, manifest)
-    out[split] = res["conversations"]
-  return {"token_dir": stage_dir, "conversations": out}
+  info = {"audio": {"checkpoint": audio_dir, "step": int(a_step)}, "video": {"checkpoint": video_dir, "step": int(v_step)}}
+  res = tokenize_corpus(stage_dir, plan.model_config(), corpus_builder(plan, corpus_dir), audio, video, info,
+                        shard_size=shard_size, chunk_units=chunk_units, progress=progress)
+  return {"token_dir": stage_dir, "conversations": {split: r["conversations"] for split, r in res.items()}}
 
 
 def _last_record(metrics_path: str, split: str) -> dict:
@@ -156,7 +139,8 @@ def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str
                            mp4=plan.eval_mp4, progress=progress)
   return {"report": result["files"]["report"], "timelines": result["files"]["timelines"],
           "media_dir": os.path.join(stage_dir, "media"),
-          "headline": result["headline"], "table": result["table"], "dialogues": len(examples)}
+          "headline": result["headline"], "table": result["table"], "targets": result.get("targets"),
+          "dialogues": len(examples)}
 
 
 def run_stream(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, audio_dir: str,
