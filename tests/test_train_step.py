@@ -43,3 +43,17 @@ def test_remat_policy_reaches_the_layer_scan(policy):
     assert found == [], found
   else:
     assert found and all(p == _POLICIES[policy] for p in found), (policy, found)
+
+
+def test_an_evaluation_split_smaller_than_one_batch_is_refused_before_training():
+  from data_pipelines.token_data import RandomTokenSource
+  from wan_streamer_jax.config import ConfigError
+  from wan_streamer_jax.train.transformer_task import transformer_task
+  cfg = tiny_config(**{"train.batch_size": 4})
+  mesh = make_mesh(MeshConfig(data=-1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+  units = cfg.train.units_per_example
+  small = RandomTokenSource(cfg, 2, min_units=units, max_units=units, seed=0)  # 2 full windows < 4 rows
+  with pytest.raises(ConfigError, match=r"eval_source: 2 conversations give less than one evaluation batch of 4"):
+    transformer_task(cfg, mesh, eval_source=small)
+  enough = RandomTokenSource(cfg, 8, min_units=units, max_units=units, seed=0)
+  assert transformer_task(cfg, mesh, eval_source=enough).evaluate is not None

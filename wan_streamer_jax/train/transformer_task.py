@@ -70,13 +70,22 @@ def transformer_task(cfg: Config, mesh, *, source=None, eval_source=None, eval_b
   if eval_source is not None:
     eval_fn = make_eval_step(cfg, ts, mesh)
 
-    def evaluate(state, step: int, final: bool) -> dict:
+    def eval_batches_iter():
       from data_pipelines import pipelines
-      it = pipelines.token_pipeline(eval_source, cfg, batch_size=n_rows, seed=0, shuffle=False,
-                                    num_epochs=1, process_index=jax.process_index(),
-                                    process_count=jax.process_count())
+      return iter(pipelines.token_pipeline(eval_source, cfg, batch_size=n_rows, seed=0, shuffle=False,
+                                           num_epochs=1, process_index=jax.process_index(),
+                                           process_count=jax.process_count()))
+
+    # Refused here, before any compile: an evaluation of zero batches would report nothing, silently.
+    if next(eval_batches_iter(), None) is None:
+      raise ConfigError(f"eval_source: {len(eval_source)} conversations give less than one evaluation batch of "
+                        f"{n_rows} windows of {cfg.train.units_per_example} units on this process "
+                        f"(train.batch_size={cfg.train.batch_size}, {jax.process_count()} processes); "
+                        "use a larger evaluation split or a smaller batch")
+
+    def evaluate(state, step: int, final: bool) -> dict:
       sums, n = {}, 0
-      for _, local in zip(range(eval_batches), it):
+      for _, local in zip(range(eval_batches), eval_batches_iter()):
         m = jax.device_get(eval_fn(state, to_global(local, shardings)))
         for k, v in m.items():
           sums[k] = sums.get(k, 0.0) + float(v)
