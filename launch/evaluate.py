@@ -71,8 +71,9 @@ def main(argv):
                            settings=EvalSettings(use_recognizer=_RECOGNISER.value), seed=_SEED.value,
                            plot=_PLOTS.value, media=_MEDIA.value, progress=True)
   print(result["table"])
-  for name, t in result.get("targets", {}).items():
-    print(f"target {name}: {t['value']} (want {t['target']}) -> {'-' if t['met'] is None else t['met']}")
+  if result.get("targets"):
+    from wan_streamer_jax.evaluation.report import targets_table
+    print("\n" + targets_table(result["targets"]))
   files = result["files"]
   print(f"report: {files['report']}  timelines: {len(files['timelines'])} PNGs  media: {len(files.get('media', []))} "
         f"files under {_OUT.value}/media")

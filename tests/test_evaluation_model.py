@@ -68,7 +68,23 @@ def test_targets_are_checked_against_the_reference(result):
   # The reference row checked as if it were a model meets every target it has events for.
   s = result[0]["summary"]["reference"]
   from wan_streamer_jax.evaluation import report
-  assert all(v["met"] in (True, None) for v in report.targets(s, s).values())
+  checked = report.targets(s, s)
+  assert all(v["met"] in (True, None) for v in checked.values())
+  assert checked["turn_taking_latency_vs_reference_s"]["value"] == 0.0
+  assert checked["turn_taking_takeover_rate"]["n"] == s["turn_taking"]["n"] > 0
+  # A model that never talks: it fails turn-taking, and its 0 s "stop latency" is shown as no real stop.
+  model = result[0]["summary"]["model"]
+  silent = {**model, "turn_taking": {**model["turn_taking"], "takeover_rate": 0.0},
+            "interruption": {**model["interruption"], "median_stop_latency_s": 0.0, "talking_at_barge_in": 0.0}}
+  failed = report.targets(silent, s)
+  assert failed["turn_taking_takeover_rate"]["met"] is False
+  assert failed["interruption_talking_at_barge_in"] == {"value": 0.0, "target": "context for the row above",
+                                                        "met": None, "reference": s["interruption"]["talking_at_barge_in"],
+                                                        "n": model["interruption"]["n"]}
+  table = report.targets_table(failed).splitlines()
+  assert len(table) == 2 + len(failed)
+  row = next(r for r in table if r.startswith("| turn_taking_takeover_rate |")).split(" | ")
+  assert row[2:5] == ["0.000", ">= 0.9", "**no**"] and row[-1] == "0.941 |"
 
 
 def test_reference_row_beside_it_meets_the_ceilings(result):

@@ -24,6 +24,7 @@ import time
 from wan_streamer_jax.config import ConfigError
 from wan_streamer_jax.demo import stages
 from wan_streamer_jax.demo.plan import DemoPlan
+from wan_streamer_jax.evaluation import report
 
 STAGES = ("corpus", "audio_codec", "video_codec", "tokens", "transformer", "evaluate", "stream")
 
@@ -107,6 +108,17 @@ def _fmt(x, digits: int = 3) -> str:
   return str(x)
 
 
+def _evaluation_targets(result: dict) -> dict | None:
+  """The evaluation stage's checked targets (kept in its report.json)."""
+  if "targets" in result:
+    return result["targets"]
+  try:
+    with open(result["report"]) as f:
+      return json.load(f).get("targets")
+  except (OSError, KeyError, ValueError):
+    return None
+
+
 def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
   """The closing table: headline figures of every finished stage, then where each output is."""
   r = {k: v["result"] for k, v in results.items()}
@@ -150,10 +162,15 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
   if "evaluate" in r:
     lines += ["", f"Behaviour on {r['evaluate']['dialogues']} held-out test dialogues (reference = the corpus' own "
               "model streams, the ceiling):", "", r["evaluate"]["table"]]
+    checked = _evaluation_targets(r["evaluate"])
+    if checked:
+      lines += ["", "The documented run's targets (README), on these dialogues; Moshi's published figures are "
+                "on other dialogues, for orientation only:", "",
+                report.targets_table(checked)]
   lines += ["", "| output | where |", "|---|---|"]
   where = {"corpus": r.get("corpus", {}).get("data_dir"),
-           "audio codec (TensorBoard samples, eval.json)": r.get("audio_codec", {}).get("run_dir"),
-           "video codec (TensorBoard samples, eval.json)": r.get("video_codec", {}).get("run_dir"),
+           "audio codec (samples/ WAV or PNG, tb/, eval.json)": r.get("audio_codec", {}).get("run_dir"),
+           "video codec (samples/ WAV or PNG, tb/, eval.json)": r.get("video_codec", {}).get("run_dir"),
            "tokens": r.get("tokens", {}).get("token_dir"),
            "transformer run (checkpoints, metrics.jsonl, tb/)": r.get("transformer", {}).get("run_dir"),
            "evaluation report": r.get("evaluate", {}).get("report"),

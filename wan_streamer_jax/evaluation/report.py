@@ -71,28 +71,65 @@ def markdown_table(rows: dict[str, dict]) -> str:
 def targets(model: dict, reference: dict) -> dict:
   """The documented run's targets (README), checked on a model row's summary beside the reference row's.
 
-  Returns name -> {"value", "target", "met"} (`met` None where the row has no events of that kind).
+  Returns name -> {"value", "target", "met", "reference"} (`met` None where the row has no events of
+  that kind, or for a figure shown only as context; `reference` the reference row's same figure).
   """
-  def check(value, target: str, ok) -> dict:
-    return {"value": value, "target": target, "met": None if value is None else bool(ok(value))}
+  def check(get, target: str, ok, n=None) -> dict:  # ok None: shown for context, not a target
+    value = get(model)
+    return {"value": value, "target": target, "met": None if value is None or ok is None else bool(ok(value)),
+            "reference": get(reference), "n": None if n is None else n(model)}
 
-  m_lat, r_lat = model["turn_taking"]["median_latency_s"], reference["turn_taking"]["median_latency_s"]
+  pauses, ends = (lambda s: s["pause_handling"]["n"]), (lambda s: s["turn_taking"]["n"])
+  inter, lips = (lambda s: s["interruption"]["n"]), (lambda s: s["lip_sync"]["n"])
+
+  def latency_gap(row):
+    m, r = row["turn_taking"]["median_latency_s"], reference["turn_taking"]["median_latency_s"]
+    return None if m is None or r is None else m - r
+
   out = {
-      "pause_takeover_rate": check(model["pause_handling"]["takeover_rate"], "<= 0.2", lambda v: v <= 0.2),
-      "turn_taking_takeover_rate": check(model["turn_taking"]["takeover_rate"], ">= 0.9", lambda v: v >= 0.9),
-      "turn_taking_latency_vs_reference_s": check(
-          None if m_lat is None or r_lat is None else m_lat - r_lat, "|model - reference| <= 0.16 s",
-          lambda v: abs(v) <= 0.16 + 1e-9),
-      "interruption_median_stop_latency_s": check(model["interruption"]["median_stop_latency_s"], "<= 0.48 s",
-                                                  lambda v: v <= 0.48 + 1e-9),
-      "lip_sync_median_lag_frames": check(model["lip_sync"]["median_best_lag"], "0 +- 1", lambda v: abs(v) <= 1),
-      "lip_sync_mean_peak": check(model["lip_sync"]["mean_peak_correlation"], ">= 0.5", lambda v: v >= 0.5),
+      "pause_takeover_rate": check(lambda s: s["pause_handling"]["takeover_rate"], "<= 0.2", lambda v: v <= 0.2,
+                                   pauses),
+      "turn_taking_takeover_rate": check(lambda s: s["turn_taking"]["takeover_rate"], ">= 0.9", lambda v: v >= 0.9,
+                                         ends),
+      "turn_taking_median_latency_s": check(lambda s: s["turn_taking"]["median_latency_s"],
+                                            "context for the row below", None, ends),
+      "turn_taking_latency_vs_reference_s": check(latency_gap, "within 0.16 s of the reference",
+                                                  lambda v: abs(v) <= 0.16 + 1e-9, ends),
+      "interruption_median_stop_latency_s": check(lambda s: s["interruption"]["median_stop_latency_s"],
+                                                  "<= 0.48 s", lambda v: v <= 0.48 + 1e-9, inter),
+      # A model silent at the barge-in "stops" in 0 s: this says how many of the stops were real.
+      "interruption_talking_at_barge_in": check(lambda s: s["interruption"]["talking_at_barge_in"],
+                                                "context for the row above", None, inter),
+      "lip_sync_median_lag_frames": check(lambda s: s["lip_sync"]["median_best_lag"], "0 +- 1",
+                                          lambda v: abs(v) <= 1, lips),
+      "lip_sync_mean_peak": check(lambda s: s["lip_sync"]["mean_peak_correlation"], ">= 0.5", lambda v: v >= 0.5,
+                                  lips),
   }
   for task, floor in (("colour", 0.8), ("arithmetic", 0.3), ("repeat", 0.3)):
-    out[f"{task}_text_accuracy"] = check(model["answers"][task]["text_accuracy"], f">= {floor}",
-                                         lambda v, f=floor: v >= f)
-    m, r = model["answers"][task]["speech_accuracy"], reference["answers"][task]["speech_accuracy"]
-    out[f"{task}_speech_vs_reference"] = check(None if m is None or not r else m / r,
-                                               ">= 0.5 (of the recogniser's rate on the reference)",
-                                               lambda v: v >= 0.5)
+    out[f"{task}_text_accuracy"] = check(lambda s, t=task: s["answers"][t]["text_accuracy"], f">= {floor}",
+                                         lambda v, f=floor: v >= f, lambda s, t=task: s["answers"][t]["n"])
+    out[f"{task}_text_chance"] = check(lambda s, t=task: s["answers"][t]["chance"]["majority"],
+                                       "chance (always the commonest answer)", None)
+    r = reference["answers"][task]["speech_accuracy"]
+    out[f"{task}_speech_vs_reference"] = check(
+        lambda s, t=task: (None if s["answers"][t]["speech_accuracy"] is None or not r
+                           else s["answers"][t]["speech_accuracy"] / r),
+        ">= 0.5 (model / reference recogniser rate)", lambda v: v >= 0.5, lambda s, t=task: s["answers"][t]["n"])
   return out
+
+
+# Which Moshi Full-Duplex-Bench figure (if any) sits beside each target.
+_MOSHI_BESIDE = {"pause_takeover_rate": "pause_takeover_rate", "turn_taking_takeover_rate": "turn_taking_takeover_rate",
+                 "turn_taking_median_latency_s": "turn_taking_latency_s",
+                 "interruption_median_stop_latency_s": "interruption_latency_s"}
+
+
+def targets_table(checked: dict) -> str:
+  """A markdown table of `targets()`: model value, target, met, the reference row's value, Moshi's."""
+  fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+  lines = ["| figure | events | model | wanted | met | reference | Moshi (FDB v1.0) |", "|---|---|---|---|---|---|---|"]
+  for name, t in checked.items():
+    met = "-" if t["met"] is None else "yes" if t["met"] else "**no**"
+    moshi = MOSHI_FULL_DUPLEX_BENCH.get(_MOSHI_BESIDE.get(name, ""))
+    lines.append(f"| {name} | {fmt(t.get('n'))} | {fmt(t['value'])} | {t['target']} | {met} | {fmt(t.get('reference'))} | {fmt(moshi)} |")
+  return "\n".join(lines)
