@@ -83,3 +83,35 @@ def test_token_shards_roundtrip_and_resume_markers(tmp_path, cfg):
   for k in ("audio_in", "video_in", "text_out", "video_in_present"):
     np.testing.assert_array_equal(back[k], ex[k])
   assert back["conversation_id"] == "c0" and int(back["num_units"]) == 5
+
+
+def test_tokenize_corpus_writes_every_split_and_refuses_tokens_of_other_codecs(tmp_path, cfg):
+  from data_pipelines.tokenize_corpus import tokenize_corpus
+  from wan_streamer_jax.config import ConfigError
+  src = SyntheticSignalSource(cfg, 3, units=5)
+
+  def conv(i):
+    return dict(src[i], user_text=np.zeros((5, cfg.text.text_slots), np.int32),
+                model_text=np.ones((5, cfg.text.text_slots), np.int32), conversation_id=f"c{i}".encode(),
+                user_camera_on=np.ones(5, bool))
+
+  class Builder:
+    def as_data_source(self, split):
+      return [conv(i) for i in range({"train": 3, "validation": 1}[split])]
+
+  audio, video = training.create_codec(cfg, "audio"), training.create_codec(cfg, "video")
+  info = {"audio": {"checkpoint": "random"}, "video": {"checkpoint": "random"}}
+  root = str(tmp_path / "tokens")
+  res = tokenize_corpus(root, cfg, Builder(), audio, video, info, splits=("train", "validation"), shard_size=2,
+                        chunk_units=2, progress=False)
+  assert {k: v["conversations"] for k, v in res.items()} == {"train": 3, "validation": 1}
+  manifest = token_io.read_manifest(root)
+  assert manifest["codecs"]["audio"]["config"]["sample_rate"] == cfg.audio.sample_rate
+  assert manifest["splits"]["train"]["shards"] == [token_io.shard_name("train", i, 2) for i in range(2)]
+  assert len(token_io.TokenDataSource(root, "train")) == 3
+  again = tokenize_corpus(root, cfg, Builder(), audio, video, info, splits=("train",), shard_size=2,
+                          chunk_units=2, progress=False)
+  assert again["train"]["written"] == 0  # finished shards are kept
+  other = {"audio": {"checkpoint": "/runs/other_audio", "step": 7}, "video": info["video"]}
+  with pytest.raises(ConfigError, match="holds tokens of other codecs"):
+    tokenize_corpus(root, cfg, Builder(), audio, video, other, splits=("train",), progress=False)
