@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
 from data_pipelines import contact_sheet, media_io, text_slots
 from data_pipelines.corpus import CorpusSpec, generate_conversation
+from launch import common
 from wan_streamer_jax.config import Config
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model config (frame size, rate, slots).")
+_CONFIG = common.config_flag("small", "Model config (frame size, rate, slots): file or shipped name.")
 _SIZE = flags.DEFINE_enum("size", "tiny", ["tiny", "small", "full"], "Corpus size to read, if built.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir of a built corpus (default: generate).")
 _SPLIT = flags.DEFINE_string("split", "train", "Split.")
@@ -90,8 +89,8 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main)
 
 
 if __name__ == "__main__":
-  sys.exit(run())
+  run()
