@@ -78,7 +78,7 @@ def test_every_stage_writes_finite_outputs(chain):
     else:
       for p in files:
         img = plt.imread(p)
-        assert img.ndim == 3 and img.shape[0] == 2 * 16  # reference row over reconstruction row (16x16 frames)
+        assert img.ndim == 3 and img.shape[0] == 2 * 16 * 8  # reference over reconstruction, 16 px frames x 8
   assert r["tokens"]["conversations"] == {"train": 8, "validation": 8, "test": 2}
   with open(os.path.join(r["tokens"]["token_dir"], "manifest.json")) as f:
     assert json.load(f)["config_name"] == "demo_tiny"

@@ -64,7 +64,8 @@ def write_samples(tb, kind: str, samples: dict, sample_rate: int, step: int) -> 
 
 def write_sample_files(folder: str, kind: str, samples: dict, sample_rate: int) -> list[str]:
   """The same pairs as files a user can open: `sample_<i>_{reference,reconstruction}.wav` (16-bit mono)
-  for audio, `sample_<i>.png` (top: reference frames, bottom: reconstruction) for video. Returns the paths."""
+  for audio, `sample_<i>.png` (top: reference frames, bottom: reconstruction; frames under 128 px scaled
+  up by an integer factor) for video. Returns the paths."""
   from data_pipelines.media_io import write_wav
   os.makedirs(folder, exist_ok=True)
   paths = []
@@ -80,6 +81,8 @@ def write_sample_files(folder: str, kind: str, samples: dict, sample_rate: int) 
       import matplotlib.pyplot as plt
       n = min(8, ref.shape[0])
       strip = np.concatenate([np.concatenate(list(ref[:n]), 1), np.concatenate(list(rec[:n]), 1)], 0)
+      scale = max(1, 128 // ref.shape[1])  # small frames blown up (nearest) so that a viewer shows them
+      strip = np.repeat(np.repeat(strip, scale, 0), scale, 1)
       paths.append(os.path.join(folder, f"sample_{i}.png"))
       plt.imsave(paths[-1], np.asarray(strip, np.uint8))
   return paths

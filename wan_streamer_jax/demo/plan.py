@@ -107,8 +107,8 @@ DOCUMENTED = DemoPlan(
     corpus_counts={"train": 1000, "validation": 50, "test": 50},
     audio_codec=CodecRun(num_steps=4000, batch_size=16, units_per_example=6, learning_rate=1e-3,
                          checkpoint_every=500),
-    video_codec=CodecRun(num_steps=3000, batch_size=16, units_per_example=6, learning_rate=1e-3,
-                         checkpoint_every=500),
+    video_codec=CodecRun(num_steps=1200, batch_size=8, units_per_example=6, learning_rate=2e-3,
+                         checkpoint_every=300),
     transformer_steps=2500, eval_dialogues=32, eval_slots=8)
 
 PLANS = {"quick": QUICK, "documented": DOCUMENTED}
