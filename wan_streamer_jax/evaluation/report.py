@@ -100,6 +100,9 @@ def targets(model: dict, reference: dict) -> dict:
       # A model silent at the barge-in "stops" in 0 s: this says how many of the stops were real.
       "interruption_talking_at_barge_in": check(lambda s: s["interruption"]["talking_at_barge_in"],
                                                 "context for the row above", None, inter),
+      # Full-Duplex-Bench's "interruption latency": how fast the model answers once the user has finished.
+      "interruption_median_latency_after_s": check(lambda s: s["interruption"]["median_latency_after_s"],
+                                                   "context (FD-Bench's interruption latency)", None, inter),
       "lip_sync_median_lag_frames": check(lambda s: s["lip_sync"]["median_best_lag"], "0 +- 1",
                                           lambda v: abs(v) <= 1, lips),
       "lip_sync_mean_peak": check(lambda s: s["lip_sync"]["mean_peak_correlation"], ">= 0.5", lambda v: v >= 0.5,
@@ -121,7 +124,7 @@ def targets(model: dict, reference: dict) -> dict:
 # Which Moshi Full-Duplex-Bench figure (if any) sits beside each target.
 _MOSHI_BESIDE = {"pause_takeover_rate": "pause_takeover_rate", "turn_taking_takeover_rate": "turn_taking_takeover_rate",
                  "turn_taking_median_latency_s": "turn_taking_latency_s",
-                 "interruption_median_stop_latency_s": "interruption_latency_s"}
+                 "interruption_median_latency_after_s": "interruption_latency_s"}
 
 
 def targets_table(checked: dict) -> str:
