@@ -11,9 +11,7 @@ Open http://127.0.0.1:8998/ (Start: microphone + camera), or stream a recording 
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -39,21 +37,14 @@ def load_runner():
     raise app.UsageError("give --artifact, --checkpoint or --config")
   from wan_streamer_jax.config import Config
   from wan_streamer_jax.export.checkpoints import load_engine
-  from wan_streamer_jax.export.engine_artifact import export_engine
+  from wan_streamer_jax.export.engine_artifact import serve_engine
   cfg = Config.from_dict(_CONFIG.value) if _CONFIG.value is not None else None
   engine, sources = load_engine(_CHECKPOINT.value, cfg=cfg, audio_codec=_AUDIO_CODEC.value,
                                 video_codec=_VIDEO_CODEC.value, num_slots=_SESSIONS.value or 4,
                                 attention_impl="xla", seed=_SEED.value)
-  path = os.path.join(tempfile.mkdtemp(prefix="wan_serve_"), "artifact")
-  export_engine(engine, path, platforms=("cpu",) if _platform() == "cpu" else (_platform(),),
-                metadata={"sources": sources})
+  server, path = serve_engine(engine, metadata={"sources": sources})
   logging.info("exported %s to %s", sources, path)
-  return load_server(path)
-
-
-def _platform() -> str:
-  import jax
-  return {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+  return server
 
 
 def main(argv):

@@ -86,3 +86,28 @@ def test_export_launcher_writes_the_checkpoint_weights(checkpoint, tmp_path):
     emb = d["model/embed/audio"]
     np.testing.assert_array_equal(emb, np.asarray(model.embed["audio"][...]))   # trained weights, not a fresh init
     assert not any(k.startswith("opt") or "/mu/" in k for k in d.files)
+
+
+def test_serve_checkpoint_path_serves_the_checkpoint_as_the_engine_streams_it(checkpoint, tmp_path):
+  """`launch.serve --checkpoint`: the run exported on the fly and loaded as a Server gives, unit for unit,
+  what the engine over the same checkpoint gives (same seeds)."""
+  from wan_streamer_jax.export.checkpoints import load_engine
+  from wan_streamer_jax.export.engine_artifact import serve_engine
+  from wan_streamer_jax.streaming.driver import drive_recording
+  from wan_streamer_jax.streaming.recording import synthetic_recording
+  run_dir, _ = checkpoint
+  engine, sources = load_engine(run_dir, num_slots=2, attention_impl="xla", max_units=16)  # tiny: no window
+  server, path = serve_engine(engine, str(tmp_path / "art"), metadata={"sources": sources})
+  assert json.load(open(os.path.join(path, "manifest.json")))["sources"]["model"]["step"] == 3
+  rec = synthetic_recording(engine.cfg, "test", 0).truncated(12)
+
+  def drive(step, params, state, silent):
+    _, recorder, _ = drive_recording(step, params, state, rec, silent_inputs=silent, slot=1, seed=4, realtime=False)
+    return recorder
+
+  served = drive(lambda p, s, i, a, r: server.step(s, i, a, r), None, server.init_state(0), server.silent_inputs())
+  direct = drive(engine.step, engine.params, engine.init_state(seed=0), engine.silent_inputs())
+  np.testing.assert_array_equal(np.stack(served.text), np.stack(direct.text))
+  np.testing.assert_array_equal(served.turn, direct.turn)
+  np.testing.assert_allclose(np.stack(served.audio), np.stack(direct.audio), atol=1e-5)
+  assert np.abs(np.stack(served.video).astype(int) - np.stack(direct.video).astype(int)).max() <= 1

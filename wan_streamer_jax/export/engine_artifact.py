@@ -13,7 +13,10 @@ Triton custom calls are not guaranteed stable by `jax.export`).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Mapping, Sequence
+
+import jax
 
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import FRAMES_PER_UNIT, GROUPS, UNIT_SECONDS, VIDEO_FPS, TextConfig
@@ -69,3 +72,18 @@ def export_engine(engine, path: str, *, platforms: Sequence[str] = ("cpu",), par
   return write_artifact(path, step_fn=engine.step_fn, init_fn=lambda seed: engine.init_state(seed),
                         params=engine.params, num_slots=engine.num_slots, input_specs=engine_input_specs(engine),
                         platforms=platforms, param_dtype=param_dtype, metadata=meta, overwrite=overwrite)
+
+
+def current_platform() -> str:
+  """The jax.export platform name of the default backend ("cpu", "cuda", "tpu")."""
+  return {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+
+
+def serve_engine(engine, out_dir: str | None = None, *, metadata: Mapping[str, Any] | None = None):
+  """`engine` exported for this machine's platform into `out_dir` (a fresh temporary folder by
+  default) and loaded back as a `Server`: what `launch.serve --checkpoint` serves. -> `(server, path)`."""
+  import tempfile
+  from wan_streamer_jax.export.server import load_server
+  path = out_dir or os.path.join(tempfile.mkdtemp(prefix="wan_serve_"), "artifact")
+  export_engine(engine, path, platforms=(current_platform(),), metadata=metadata)
+  return load_server(path), path
