@@ -111,3 +111,25 @@ def test_serve_checkpoint_path_serves_the_checkpoint_as_the_engine_streams_it(ch
   np.testing.assert_array_equal(served.turn, direct.turn)
   np.testing.assert_allclose(np.stack(served.audio), np.stack(direct.audio), atol=1e-5)
   assert np.abs(np.stack(served.video).astype(int) - np.stack(direct.video).astype(int)).max() <= 1
+
+
+def test_an_engine_over_restored_weights_compiles_its_step_once(checkpoint):
+  """Weights restored onto a training mesh (NamedSharding) and `init_state()` share one sharding: the first
+  real unit after the warm-up does not recompile the step (it did: 15 s on the documented demo's first unit)."""
+  from wan_streamer_jax.config import MeshConfig
+  from wan_streamer_jax.export.checkpoints import load_codecs
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.streaming import StreamingEngine
+  from wan_streamer_jax.streaming.driver import drive_recording
+  from wan_streamer_jax.streaming.recording import synthetic_recording
+  from wan_streamer_jax.train.checkpoint import load_model
+  run_dir, _ = checkpoint
+  model, cfg, _, _ = load_model(run_dir, "transformer", mesh=make_mesh(MeshConfig(data=1, fsdp=1, tensor=1),
+                                                                       devices=jax.devices()[:1]))
+  audio, video, _ = load_codecs(cfg)
+  engine = StreamingEngine(cfg, model, audio, video, num_slots=1, max_units=8)
+  rec = synthetic_recording(cfg, "test", 0).truncated(3)
+  report, _, _ = drive_recording(engine.step, engine.params, engine.init_state(seed=0), rec,
+                                 silent_inputs=engine.silent_inputs(), realtime=False)
+  assert engine.compiled_step._cache_size() == 1
+  assert report.summary()["deadline_misses"] == 0

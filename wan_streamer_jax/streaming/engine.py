@@ -101,9 +101,13 @@ class StreamingEngine:
     self._model_keys = _path_keys(model_params)
     self.audio_fns, audio_params = audio_codec.functional()
     self.video_fns, video_params = video_codec.functional()
-    self.params = {"model": dict(zip(self._model_keys, jax.tree.leaves(model_params))),
-                   "audio_codec": self.audio_fns.flat_params(audio_params),
-                   "video_codec": self.video_fns.flat_params(video_params)}
+    # One device, one sharding for every parameter and every state leaf: parameters restored onto a
+    # training mesh (NamedSharding) would otherwise make the step's output state differ in sharding from
+    # `init_state()`'s, and the first real unit would recompile the step (measured: 15 s on the demo).
+    self.device = jax.tree.leaves(model_params)[0].devices().pop()
+    self.params = jax.device_put({"model": dict(zip(self._model_keys, jax.tree.leaves(model_params))),
+                                  "audio_codec": self.audio_fns.flat_params(audio_params),
+                                  "video_codec": self.video_fns.flat_params(video_params)}, self.device)
 
     self._input_spec = self._build_input_spec()
     self._input_meaning = self.input_meaning()
@@ -197,10 +201,11 @@ class StreamingEngine:
                        head_dim=m.head_dim, dtype=jnp.dtype(m.compute_dtype))
     base = jax.random.PRNGKey(seed)
     rng = jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(S))
-    return StreamingState(cache=cache, audio=self.audio_fns.init_state(S), video=self.video_fns.init_state(S),
-                          unit=jnp.zeros((S,), jnp.int32), rng=rng,
-                          prev_out=jnp.broadcast_to(jnp.asarray(self._missing_out), (S, self._missing_out.size)),
-                          in_turn=jnp.zeros((S,), jnp.bool_))
+    return jax.device_put(StreamingState(
+        cache=cache, audio=self.audio_fns.init_state(S), video=self.video_fns.init_state(S),
+        unit=jnp.zeros((S,), jnp.int32), rng=rng,
+        prev_out=jnp.broadcast_to(jnp.asarray(self._missing_out), (S, self._missing_out.size)),
+        in_turn=jnp.zeros((S,), jnp.bool_)), self.device)
 
   def check_state(self, state) -> None:
     leaves, treedef = jax.tree.flatten(state)
