@@ -41,6 +41,10 @@ _VIDEO_CODEC = flags.DEFINE_string("video_codec", None, "Trained video codec run
 _SLOTS = flags.DEFINE_integer("num_slots", 4, "Engine session slots (dialogues streamed side by side).")
 _AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "Trained audio codec run dir (the model row's voice; "
                                    "adds the reference_codec row).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Model row: audio/video sampling temperature (0 = greedy).")
+_TOP_K = flags.DEFINE_integer("top_k", 250, "Model row: audio/video top-k (0 = all codes).")
+_TEXT_TEMPERATURE = flags.DEFINE_float("text_temperature", 0.7, "Model row: text sampling temperature (0 = greedy).")
+_TEXT_TOP_K = flags.DEFINE_integer("text_top_k", 25, "Model row: text top-k (0 = all tokens).")
 _RECOGNISER = flags.DEFINE_bool("recognizer", True, "Judge the speech with pocketsphinx.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write a timeline PNG per dialogue and row.")
 _MEDIA = flags.DEFINE_bool("media", True, "Write the stereo WAV, side-by-side MP4 and streams per dialogue and row.")
@@ -65,6 +69,9 @@ def main(argv):
     from wan_streamer_jax.export.checkpoints import load_engine
     engine, info = load_engine(_CHECKPOINT.value, cfg=cfg, step=_STEP.value, audio_codec=_AUDIO_CODEC.value,
                                video_codec=_VIDEO_CODEC.value, num_slots=_SLOTS.value, seed=_SEED.value,
+                               sampling={"temperature": _TEMPERATURE.value, "top_k": _TOP_K.value,
+                                         "text_temperature": _TEXT_TEMPERATURE.value,
+                                         "text_top_k": _TEXT_TOP_K.value},
                                max_units=max(int(ex["num_units"]) for ex in examples))
     print(f"model row: {info}")
   result = runner.evaluate(examples, cfg, _OUT.value, engine=engine, audio_codec=audio_codec,
