@@ -1,8 +1,10 @@
 """The documented demo (`python -m launch.demo`): what 2 CPU cores can learn in about an hour of training.
 
-Chosen for the CPU from FLOPs (`python -m launch.describe --config=demo`: 1.1e7 train FLOPs per token,
-6,336 tokens per step, so 7e10 FLOPs per step, ~1.4 s at ~50 GFLOP/s on two cores: 2,500 steps in
-about an hour; an estimate, not measured at this size), against
+Chosen for the CPU from FLOPs (`python -m launch.describe --config=demo`: 1.0e7 train FLOPs per token,
+6,336 tokens per step, so 6.4e10 FLOPs per step; measured on 2 idle cores: 1.59 s per step in
+`launch.bench --what=train_step --config=configs/demo.py` (MFU 0.21: width 128 is small for the
+matmul units), 1.86 s per step in the documented run with its data pipeline, evaluations and
+checkpoints: 2,500 steps in 78 minutes), against
 `small` (176 tokens per unit, trained on 8-unit windows of its 64-unit window):
 - 32x32 video with a 16x16 stride: 4 video tokens per unit and direction (small: 64); the avatar's
   mouth opening is one of few things a 2x2 latent grid of 1000-code FSQ cells must carry.
