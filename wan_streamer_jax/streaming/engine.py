@@ -104,7 +104,8 @@ class StreamingEngine:
     # One device, one sharding for every parameter and every state leaf: parameters restored onto a
     # training mesh (NamedSharding) would otherwise make the step's output state differ in sharding from
     # `init_state()`'s, and the first real unit would recompile the step (measured: 15 s on the demo).
-    self.device = jax.tree.leaves(model_params)[0].devices().pop()
+    # (`Array.devices()` is the array's own cached set: never `.pop()` it.)
+    self.device = min(jax.tree.leaves(model_params)[0].devices(), key=lambda d: d.id)
     self.params = jax.device_put({"model": dict(zip(self._model_keys, jax.tree.leaves(model_params))),
                                   "audio_codec": self.audio_fns.flat_params(audio_params),
                                   "video_codec": self.video_fns.flat_params(video_params)}, self.device)
