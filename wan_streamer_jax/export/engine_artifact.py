@@ -76,7 +76,7 @@ def export_engine(engine, path: str, *, platforms: Sequence[str] = ("cpu",), par
 
 def current_platform() -> str:
   """The jax.export platform name of the default backend ("cpu", "cuda", "tpu")."""
-  return {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+  return S.export_platform(jax.default_backend())
 
 
 def serve_engine(engine, out_dir: str | None = None, *, metadata: Mapping[str, Any] | None = None):

@@ -78,8 +78,7 @@ class Server:
     self.manifest = read_manifest(self.path)
     if verify:
       _verify_files(self.path, self.manifest)
-    platform = jax.devices()[0].platform if device is None else device.platform
-    platform = {"gpu": "cuda"}.get(platform, platform)
+    platform = S.export_platform(jax.devices()[0].platform if device is None else device.platform)
     if platform not in self.manifest["platforms"]:
       raise ValueError(f"serving artifact {self.path}: lowered for platforms {self.manifest['platforms']}, "
                        f"this process runs on {platform!r}; re-export with --platforms including it")

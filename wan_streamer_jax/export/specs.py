@@ -28,6 +28,11 @@ except ImportError:  # pragma: no cover
   _EXTRA_DTYPES = {}
 
 
+def export_platform(platform: str) -> str:
+  """A jax device platform as `jax.export` names it ("gpu" -> "cuda"; "cpu", "tpu" unchanged)."""
+  return {"gpu": "cuda"}.get(platform, platform)
+
+
 def np_dtype(name: str) -> np.dtype:
   return _EXTRA_DTYPES.get(name) or np.dtype(name)
 
