@@ -57,9 +57,14 @@ def write_samples(tb, kind: str, samples: dict, sample_rate: int, step: int) -> 
       for name, w in (("reference", ref), ("reconstruction", rec)):
         _add_wav(tb, f"eval/{i}/{name}", w, sample_rate, step)
     else:
-      n = min(8, ref.shape[0])
-      strip = np.concatenate([np.concatenate(list(ref[:n]), 1), np.concatenate(list(rec[:n]), 1)], 0)
-      tb.add_image(f"eval/{i}/top_reference_bottom_reconstruction", strip, step, dataformats="HWC")
+      tb.add_image(f"eval/{i}/top_reference_bottom_reconstruction", _video_strip(ref, rec), step,
+                   dataformats="HWC")
+
+
+def _video_strip(ref, rec) -> np.ndarray:
+  """Up to 8 frames `[H, W, 3]` in a row: reference on top, reconstruction below -> `[2H, nW, 3]`."""
+  n = min(8, ref.shape[0])
+  return np.concatenate([np.concatenate(list(ref[:n]), 1), np.concatenate(list(rec[:n]), 1)], 0)
 
 
 def write_sample_files(folder: str, kind: str, samples: dict, sample_rate: int) -> list[str]:
@@ -79,8 +84,7 @@ def write_sample_files(folder: str, kind: str, samples: dict, sample_rate: int) 
       import matplotlib
       matplotlib.use("Agg")
       import matplotlib.pyplot as plt
-      n = min(8, ref.shape[0])
-      strip = np.concatenate([np.concatenate(list(ref[:n]), 1), np.concatenate(list(rec[:n]), 1)], 0)
+      strip = _video_strip(ref, rec)
       scale = max(1, 128 // ref.shape[1])  # small frames blown up (nearest) so that a viewer shows them
       strip = np.repeat(np.repeat(strip, scale, 0), scale, 1)
       paths.append(os.path.join(folder, f"sample_{i}.png"))
