@@ -23,6 +23,7 @@ from ml_collections import config_flags
 from wan_streamer_jax.config import Config
 from wan_streamer_jax.evaluation import runner
 from wan_streamer_jax.evaluation.settings import EvalSettings
+from wan_streamer_jax.streaming.sampling import SamplingConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/small.py", "Model config (with --checkpoint: "
                                           "default the run's own).")
@@ -41,10 +42,13 @@ _VIDEO_CODEC = flags.DEFINE_string("video_codec", None, "Trained video codec run
 _SLOTS = flags.DEFINE_integer("num_slots", 4, "Engine session slots (dialogues streamed side by side).")
 _AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "Trained audio codec run dir (the model row's voice; "
                                    "adds the reference_codec row).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Model row: audio/video sampling temperature (0 = greedy).")
-_TOP_K = flags.DEFINE_integer("top_k", 250, "Model row: audio/video top-k (0 = all codes).")
-_TEXT_TEMPERATURE = flags.DEFINE_float("text_temperature", 0.7, "Model row: text sampling temperature (0 = greedy).")
-_TEXT_TOP_K = flags.DEFINE_integer("text_top_k", 25, "Model row: text top-k (0 = all tokens).")
+_SAMPLING = SamplingConfig()  # the engine's defaults
+_TEMPERATURE = flags.DEFINE_float("temperature", _SAMPLING.temperature,
+                                  "Model row: audio/video sampling temperature (0 = greedy).")
+_TOP_K = flags.DEFINE_integer("top_k", _SAMPLING.top_k, "Model row: audio/video top-k (0 = all codes).")
+_TEXT_TEMPERATURE = flags.DEFINE_float("text_temperature", _SAMPLING.text_temperature,
+                                       "Model row: text sampling temperature (0 = greedy).")
+_TEXT_TOP_K = flags.DEFINE_integer("text_top_k", _SAMPLING.text_top_k, "Model row: text top-k (0 = all tokens).")
 _RECOGNISER = flags.DEFINE_bool("recognizer", True, "Judge the speech with pocketsphinx.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write a timeline PNG per dialogue and row.")
 _MEDIA = flags.DEFINE_bool("media", True, "Write the stereo WAV, side-by-side MP4 and streams per dialogue and row.")
