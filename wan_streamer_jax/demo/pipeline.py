@@ -108,17 +108,6 @@ def _fmt(x, digits: int = 3) -> str:
   return str(x)
 
 
-def _evaluation_targets(result: dict) -> dict | None:
-  """The evaluation stage's checked targets (kept in its report.json)."""
-  if "targets" in result:
-    return result["targets"]
-  try:
-    with open(result["report"]) as f:
-      return json.load(f).get("targets")
-  except (OSError, KeyError, ValueError):
-    return None
-
-
 def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
   """The closing table: headline figures of every finished stage, then where each output is."""
   r = {k: v["result"] for k, v in results.items()}
@@ -162,7 +151,7 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
   if "evaluate" in r:
     lines += ["", f"Behaviour on {r['evaluate']['dialogues']} held-out test dialogues (reference = the corpus' own "
               "model streams, the ceiling):", "", r["evaluate"]["table"]]
-    checked = _evaluation_targets(r["evaluate"])
+    checked = r["evaluate"].get("targets")
     if checked:
       lines += ["", "The documented run's targets (README), on these dialogues; Moshi's published figures are "
                 "on other dialogues, for orientation only:", "",
