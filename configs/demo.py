@@ -15,7 +15,10 @@ checkpoints: 2,500 steps in 78 minutes), against
   training windows of sink + window + 8 = 33 units: every window covers the whole attention span used
   when streaming (its last 9 queries see exactly what streaming sees) and its sink is the
   conversation's first unit (`data_pipelines/packing.TokenWindow`).
-- 4 layers of width 128 (1.4M parameters with the embeddings).
+- 4 layers of width 128 (1.4M parameters with the embeddings), and a 2-layer depth head
+  (`model/depth_head.py`, +0.43M parameters, +10% train FLOPs) that draws the next unit's 4 text bytes
+  and 16 audio codes one after another: drawn in parallel they were letter salad ("Ithi k" for
+  "I think": the first documented run, README "The demo").
 """
 
 from wan_streamer_jax.config import (AudioCodecConfig, Config, ModelConfig, OptimizerConfig, TextConfig,
@@ -32,7 +35,7 @@ def get_config():
       text=TextConfig(text_slots=4),
       model=ModelConfig(embed_dim=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, mlp_dim=384,
                         rope_sections=(16, 8, 8), window_units=WINDOW_UNITS, sink_units=SINK_UNITS,
-                        attention_impl="xla"),
+                        attention_impl="xla", depth_layers=2),
       optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=50, decay_steps=2500),
       train=TrainConfig(batch_size=4, units_per_example=SINK_UNITS + WINDOW_UNITS + 8, num_steps=2500,
                         log_every=25, eval_every=500, checkpoint_every=250, checkpoints_to_keep=2),

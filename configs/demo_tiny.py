@@ -18,7 +18,7 @@ def get_config():
       text=TextConfig(text_slots=4),
       model=ModelConfig(embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=128,
                         rope_sections=(8, 4, 4), window_units=WINDOW_UNITS, sink_units=SINK_UNITS,
-                        attention_impl="xla"),
+                        attention_impl="xla", depth_layers=2),
       optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5, decay_steps=200),
       train=TrainConfig(batch_size=4, units_per_example=SINK_UNITS + WINDOW_UNITS, num_steps=200, log_every=10,
                         checkpoint_every=100),

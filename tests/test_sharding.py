@@ -28,7 +28,8 @@ def runs():
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (set by conftest)")
   # Adam divides by |g| + eps: for |g| <~ eps the float32 reduction-order noise of a sharded
   # gradient is amplified up to the learning rate. eps=1e-5 keeps that below the 1e-5 tolerance.
-  base = {"model.attention_impl": "xla", "optimizer.warmup_steps": 1, "optimizer.eps": 1e-5}
+  base = {"model.attention_impl": "xla", "optimizer.warmup_steps": 1, "optimizer.eps": 1e-5,
+          "model.depth_layers": 1}
   cfg8 = tiny_config(**base, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   cfg1 = tiny_config(**base)
   batch = random_batch(cfg1, 4, 6, seed=0, packed=True)
@@ -51,6 +52,10 @@ def test_parameters_are_sharded_as_the_rules_say(runs):
   assert model_state["embed"]["video"].get_value().sharding.spec == P("tensor", "fsdp")
   assert model_state["heads"]["text"].get_value().sharding.spec == P("fsdp", "tensor")
   assert model_state["final_norm"]["scale"].get_value().sharding.spec == P(None)
+  depth = model_state["depth"]
+  assert depth["blocks"][0]["attn"]["wqkv"].get_value().sharding.spec == P("fsdp", None, "tensor", None)
+  assert depth["blocks"][0]["mlp"]["wi"].get_value().sharding.spec == P("fsdp", None, "tensor")
+  assert depth["pos_embed"].get_value().sharding.spec == P(None, "fsdp")
   wq = model_state["blocks"]["attn"]["wq"].get_value()
   assert wq.addressable_shards[0].data.shape == (wq.shape[0], wq.shape[1] // 2, wq.shape[2] // 2, wq.shape[3])
   # optimizer moments follow their parameters

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from tests.streaming_fixtures import engine, random_inputs, unit
@@ -15,8 +16,9 @@ OUT_KEYS = ("audio", "video", "text", "turn_state", "unit", "tokens", "next_toke
 EXACT = ("tokens", "next_tokens", "text", "turn_state", "unit")  # every token the model saw and drew
 
 
-def test_teacher_forced_stream_reproduces_the_training_forward():
-  eng = engine(1)
+@pytest.mark.parametrize("depth_layers", [0, 2], ids=["parallel_heads", "depth_head"])
+def test_teacher_forced_stream_reproduces_the_training_forward(depth_layers):
+  eng = engine(1, depth_layers=depth_layers)
   lay, L, units = eng.layout, eng.layout.tokens_per_unit, 12  # the ring (5 units) wraps twice
   inputs = random_inputs(eng, units, seed=3)
   rng = np.random.default_rng(4)
@@ -43,10 +45,13 @@ def test_teacher_forced_stream_reproduces_the_training_forward():
   # the logits of every unit: the training forward (same window and sinks) over the fed tokens
   model = create_model(cfg, seed=0)
   graphdef, params = nnx.split(model)
-  full = jax.jit(lambda p, t: nnx.merge(graphdef, p)(t))(params, jnp.asarray(tokens.reshape(1, -1)))
+  # plus one unit holding the last unit's recorded out tokens: a depth head is fed each unit's next unit
+  after = schedule.assemble_units(lay, {g: recorded[g][-1:, 0] for g in schedule.OUT_GROUPS})
+  fed = np.concatenate([tokens.reshape(-1), after]).reshape(1, -1)
+  full = jax.jit(lambda p, t: nnx.merge(graphdef, p)(t))(params, jnp.asarray(fed))
   for kind, lg in outs["logits"].items():
     n = lg.shape[2]
-    np.testing.assert_allclose(np.asarray(lg)[:, 0], np.asarray(full[kind][0]).reshape(units, n, -1),
+    np.testing.assert_allclose(np.asarray(lg)[:, 0], np.asarray(full[kind][0]).reshape(units + 1, n, -1)[:units],
                                atol=1e-4, rtol=0, err_msg=kind)
   assert np.asarray(outs["unit"])[:, 0].tolist() == list(range(units))
 
@@ -87,8 +92,9 @@ def _run(eng, schedule_of_slot, sessions, steps):
   return got
 
 
-def test_slots_are_independent_of_each_other_and_of_their_index():
-  pool = engine(4)
+@pytest.mark.parametrize("depth_layers", [0, 2], ids=["parallel_heads", "depth_head"])
+def test_slots_are_independent_of_each_other_and_of_their_index(depth_layers):
+  pool = engine(4, depth_layers=depth_layers)
   steps = 14
   # session id -> (slot, start unit, paused units); slots run a throw-away session before their reset
   plan = {"a": (0, 0, ()), "b": (1, 3, (6, 7)), "c": (2, 5, (5 + 2,)), "d": (3, 1, (2, 3, 4, 11))}
@@ -105,7 +111,7 @@ def test_slots_are_independent_of_each_other_and_of_their_index():
   for sid in plan:  # each session's reset takes the session's own seed
     sessions[sid]["seed"][:] = 1000 + ord(sid)
   in_pool = _run(pool, sched, sessions_all, steps)
-  alone_engine = engine(1)
+  alone_engine = engine(1, depth_layers=depth_layers)
   for sid, (slot, start, paused) in plan.items():
     n = len(in_pool[sid])
     alone = _run(alone_engine, [[(sid, t == 0, True) for t in range(n)]], {sid: sessions[sid]}, n)[sid]

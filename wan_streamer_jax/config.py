@@ -46,6 +46,7 @@ class ModelConfig:
   attention_impl: str = "auto"  # auto | reference | xla | pallas
   window_units: int | None = None  # attend to the last W units (+ sinks); None = unbounded
   sink_units: int = 0
+  depth_layers: int = 0  # >0: text_out and audio_out drawn slot by slot by a depth head (model/depth_head.py)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -63,6 +64,8 @@ class ModelConfig:
       _fail("model.window_units", "None or an int >= 1", self.window_units)
     if self.sink_units < 0:
       _fail("model.sink_units", "an int >= 0", self.sink_units)
+    if not isinstance(self.depth_layers, int) or self.depth_layers < 0:
+      _fail("model.depth_layers", "an int >= 0 (0 = no depth head)", self.depth_layers)
     for name in ("embed_dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim"):
       if getattr(self, name) < 1:
         _fail(f"model.{name}", "an int >= 1", getattr(self, name))

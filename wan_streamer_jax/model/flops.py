@@ -11,6 +11,7 @@ import dataclasses
 
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import KINDS, UNIT_SECONDS, Config
+from wan_streamer_jax.model.depth_head import depth_slots
 from wan_streamer_jax.model.transformer import padded_vocab
 
 
@@ -33,10 +34,16 @@ def model_cost(cfg: Config) -> ModelCost:
                        for g in layout.group_slices) / L
   embeds = sum(padded_vocab(layout.vocab_sizes[k]) * m.embed_dim * 2 for k in KINDS)
   small = (2 + layout.num_levels) * m.embed_dim + (2 * m.num_layers + 1) * m.embed_dim
-  params = trunk + embeds + small
+  # the depth head (model/depth_head.py): its layers run over the K depth slots of every unit
+  # (multi-head qkv + out + MLP), its logits are the kind heads' (counted above)
+  K = len(depth_slots(layout)) if m.depth_layers else 0
+  depth_layer = 4 * m.embed_dim * m.num_heads * m.head_dim + 3 * m.embed_dim * m.mlp_dim
+  depth = m.depth_layers * depth_layer
+  depth_small = (K + 2 + 2 * m.depth_layers) * m.embed_dim if m.depth_layers else 0
+  params = trunk + embeds + small + depth + depth_small
   dtype_bytes = 2 if m.compute_dtype == "bfloat16" else 4
   kv = m.num_layers * 2 * m.num_kv_heads * m.head_dim * L * dtype_bytes
-  return ModelCost(params=int(params), matmul_params_per_token=trunk + head_per_token,
+  return ModelCost(params=int(params), matmul_params_per_token=trunk + head_per_token + depth * K / L,
                    kv_bytes_per_unit=int(kv), tokens_per_unit=L)
 
 

@@ -22,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax import lax
 
 from wan_streamer_jax import kernels, schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
+from wan_streamer_jax.model.depth_head import DEPTH_GROUPS, DepthHead, depth_segments, depth_slots
 from wan_streamer_jax.model.kv_cache import KVCache, ring_offset, write_rows
 from wan_streamer_jax.model.layers import Block, RMSNorm, _param
 from wan_streamer_jax.model.rope import rope_angles, rope_tables
@@ -66,6 +68,9 @@ class WanStreamer(nnx.Module):
     self.heads = nnx.Dict({
         k: _param(rngs, head_init, (m.embed_dim, padded_vocab(self.layout.vocab_sizes[k])), ("embed", "vocab"), pd)
         for k in KINDS})
+    # the depth head draws text_out and audio_out slot by slot (model/depth_head.py); without one
+    # every out slot comes from the parallel head above
+    self.depth = DepthHead(m, len(depth_slots(self.layout)), rngs=rngs) if m.depth_layers else None
 
   # -- pieces shared with the streaming engine -------------------------------------------------
 
@@ -93,17 +98,104 @@ class WanStreamer(nnx.Module):
     pos = self.layout.tile(unit_ids.shape[1] // self.layout.tokens_per_unit).positions(unit_ids)
     return rope_tables(rope_angles(pos, self.cfg.model.rope_sections, self.cfg.model.rope_theta))
 
+  def parallel_kind(self, kind: str) -> bool:
+    """False when the kind's out group is drawn by the depth head (its logits then come from it)."""
+    return self.depth is None or f"{kind}_out" not in DEPTH_GROUPS
+
+  def head(self, h, kind: str):
+    """Normed states `[..., d]` -> the kind's float32 logits `[..., V_pad]` (padding `MASKED_LOGIT`)."""
+    cd = jnp.dtype(self.cfg.model.compute_dtype)
+    out = jnp.einsum("...d,dv->...v", h, self.heads[kind][...].astype(cd), preferred_element_type=jnp.float32)
+    return jnp.where(jnp.asarray(self.layout.vocab_mask(kind)), out, MASKED_LOGIT)
+
   def logits(self, x, kind: str):
     """Final norm + the kind's head at the kind's slots -> float32 `[b, n_kind, V_pad]`.
 
-    Entries past the kind's vocabulary (table padding) are `MASKED_LOGIT`.
+    Entries past the kind's vocabulary (table padding) are `MASKED_LOGIT`. With a depth
+    head, a depth kind's slots here are its in group only (`merge_depth_logits` appends the out group).
     """
-    h = self.final_norm(self.layout.take_kind(x, kind))
-    cd = jnp.dtype(self.cfg.model.compute_dtype)
-    out = jnp.einsum("bnd,dv->bnv", h, self.heads[kind][...].astype(cd),
-                     preferred_element_type=jnp.float32)
-    out = jnp.where(jnp.asarray(self.layout.vocab_mask(kind)), out, MASKED_LOGIT)
-    return constrain(out, ("batch", "seq", "act_vocab"))
+    h = self.layout.take_kind(x, kind)
+    if not self.parallel_kind(kind):
+      b, n_in = h.shape[0], self.layout.group_size(f"{kind}_in")
+      h = h.reshape(b, -1, n_in + self.layout.group_size(f"{kind}_out"), h.shape[-1])[:, :, :n_in]
+      h = h.reshape(b, -1, h.shape[-1])
+    return constrain(self.head(self.final_norm(h), kind), ("batch", "seq", "act_vocab"))
+
+  def merge_depth_logits(self, logits: dict, depth_logits: dict) -> dict:
+    """Appends each depth group's logits `[b, units, n_out, V]` to its kind's in-group logits, unit by unit."""
+    out = dict(logits)
+    for kind, lg in depth_logits.items():
+      b, u = lg.shape[:2]
+      base = logits[kind].reshape(b, u, -1, lg.shape[-1])
+      out[kind] = constrain(jnp.concatenate([base, lg], axis=2).reshape(b, -1, lg.shape[-1]),
+                            ("batch", "seq", "act_vocab"))
+    return out
+
+  # -- the depth head ------------------------------------------------------------------------------
+
+  def _embed_kind(self, tokens, kind: str):
+    return jnp.take(self.embed[kind][...].astype(jnp.dtype(self.cfg.model.compute_dtype)), tokens, axis=0,
+                    mode="clip")
+
+  def depth_forward(self, x, tokens):
+    """Teacher-forced depth logits over every unit.
+
+    Args:
+      x: `[b, units * L, d]` the trunk's output (before the final norm).
+      tokens: int32 `[b, units * L]` the input tokens; the depth head is fed each unit's next unit.
+    Returns:
+      kind -> float32 `[b, units, n_out, V_pad]` for the depth groups.
+    """
+    b, s, d = x.shape
+    L = self.layout.tokens_per_unit
+    u = s // L
+    slots = depth_slots(self.layout)
+    K = len(slots)
+    h = x.reshape(b, u, L, d)[:, :, slots].reshape(b * u, K, d)
+    nxt, _ = schedule.next_unit_targets(tokens, jnp.ones_like(tokens), L)
+    nxt = nxt.reshape(b, u, L)[:, :, slots].reshape(b * u, K)
+    segs = depth_segments(self.layout)
+    emb = jnp.concatenate([self._embed_kind(nxt[:, a:z], kind) for kind, a, z in segs], axis=1)
+    prev = jnp.concatenate([jnp.zeros_like(emb[:, :1]), emb[:, :-1]], axis=1)
+    out = self.depth.forward(self.depth.inputs(h, prev, np.arange(K)))
+    return {kind: self.head(out[:, a:z], kind).reshape(b, u, z - a, -1) for kind, a, z in segs}
+
+  def depth_decode(self, x, keys: dict, draw, forced=None):
+    """Draws one unit's depth slots one by one.
+
+    Args:
+      x: `[n, L, d]` the trunk's output of one unit per stream (before the final norm).
+      keys: depth group -> uint32 `[n, 2]` its sampling keys (position i uses `fold_in(key, i)`).
+      draw: `(logits [n, 1, V], keys [n, 2], kind) -> int32 [n, 1]` the sampler.
+      forced: None, or depth group -> int32 `[n, n_out]` tokens fed to the next position instead of
+        the draws (teacher forcing: the logits are then the training forward's).
+    Returns:
+      (group -> int32 `[n, n_out]` the draws, kind -> float32 `[n, 1, n_out, V_pad]` the logits they
+      were drawn from)
+    """
+    n = x.shape[0]
+    h = x[:, depth_slots(self.layout)]
+    caches = self.depth.init_cache(n)
+    prev = jnp.zeros((n, 1, x.shape[-1]), x.dtype)
+    tokens, logits = {}, {}
+    for (kind, a, z), group in zip(depth_segments(self.layout), DEPTH_GROUPS):
+      def body(i, carry, kind=kind, a=a, group=group):
+        caches, prev, toks, lgs = carry
+        p = a + i
+        inp = self.depth.inputs(lax.dynamic_slice_in_dim(h, p, 1, axis=1), prev, p[None])
+        out, caches = self.depth.step(inp, caches, p)
+        lg = self.head(out, kind)  # [n, 1, V]
+        tok = draw(lg, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys[group], i), kind)[:, 0]
+        fed = tok if forced is None else lax.dynamic_index_in_dim(forced[group], i, axis=1, keepdims=False)
+        toks = lax.dynamic_update_index_in_dim(toks, tok, i, axis=1)
+        lgs = lax.dynamic_update_index_in_dim(lgs, lg[:, 0], i, axis=1)
+        return caches, self._embed_kind(fed.astype(jnp.int32)[:, None], kind), toks, lgs
+
+      V = padded_vocab(self.layout.vocab_sizes[kind])
+      init = (caches, prev, jnp.zeros((n, z - a), jnp.int32), jnp.zeros((n, z - a, V), jnp.float32))
+      caches, prev, toks, lgs = lax.fori_loop(0, z - a, body, init)
+      tokens[group], logits[kind] = toks, lgs[:, None]
+    return tokens, logits
 
   def attention_tiles(self) -> dict:
     """Chunk sizes for the `xla` attention: whole units (>= 128 tokens), so that chunk
@@ -158,7 +250,8 @@ class WanStreamer(nnx.Module):
 
   # -- one forward: training (cache=None) and decode ---------------------------------------------
 
-  def __call__(self, tokens, segment_ids=None, unit_ids=None, cache: KVCache | None = None):
+  def __call__(self, tokens, segment_ids=None, unit_ids=None, cache: KVCache | None = None,
+               return_hidden: bool = False):
     """Teacher-forced forward, or one unit per stream against a KV cache.
 
     Args:
@@ -170,10 +263,13 @@ class WanStreamer(nnx.Module):
         plain unit index. With `cache` required: the stream's absolute unit
         counter (from 0 at the conversation start), constant over the unit.
       cache: None (training), or a `KVCache` holding the streams' earlier units.
+      return_hidden: with `cache`, also return the trunk's output `[batch, L, d]` (for `depth_decode`).
     Returns:
       dict kind -> float32 logits `[batch, n_kind_slots, padded_vocab]` at the
       sequence positions `layout.tile(units).kind_indices[kind]`; with `cache`,
-      `(logits, new_cache)`.
+      `(logits, new_cache)` (`+ (hidden,)`). With a depth head, training logits of the depth
+      groups are its teacher-forced ones; in decode a depth kind's logits cover its in group
+      only: its out group is drawn by `depth_decode`.
     """
     b, s = tokens.shape
     L = self.layout.tokens_per_unit
@@ -182,7 +278,7 @@ class WanStreamer(nnx.Module):
     if segment_ids is None:
       segment_ids = jnp.ones((b, s), jnp.int32)
     if cache is not None:
-      return self._decode(tokens, segment_ids, unit_ids, cache)
+      return self._decode(tokens, segment_ids, unit_ids, cache, return_hidden)
     lay = self.layout.tile(s // L)
     if unit_ids is None:
       unit_ids = jnp.broadcast_to(jnp.asarray(lay.unit_index)[None], (b, s))
@@ -190,9 +286,12 @@ class WanStreamer(nnx.Module):
     metadata = self._metadata(unit_ids, unit_ids, segment_ids, segment_ids, self.attention_tiles())
     x = self.embed_tokens(tokens)
     x = self.run_blocks(x, self.rope(unit_ids), ids, metadata)
-    return {k: self.logits(x, k) for k in KINDS}
+    logits = {k: self.logits(x, k) for k in KINDS}
+    if self.depth is not None:
+      logits = self.merge_depth_logits(logits, self.depth_forward(x, tokens))
+    return logits
 
-  def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache):
+  def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache, return_hidden: bool):
     b, s = tokens.shape
     L = self.layout.tokens_per_unit
     m = self.cfg.model
@@ -214,7 +313,8 @@ class WanStreamer(nnx.Module):
     metadata = self._metadata(unit_ids, kv_unit, segment_ids, kv_segment, self.attention_tiles())
     x = self.embed_tokens(tokens)
     x, k, v = self.run_blocks(x, self.rope(unit_ids), ids, metadata, cache, (offset, keep))
-    return {kind: self.logits(x, kind) for kind in KINDS}, KVCache(k, v, kv_unit, kv_segment)
+    out = ({kind: self.logits(x, kind) for kind in KINDS}, KVCache(k, v, kv_unit, kv_segment))
+    return out + (x,) if return_hidden else out
 
   def init_cache(self, batch: int, max_units: int | None = None) -> KVCache:
     """An empty `KVCache` for `batch` streams: `sink_units + window_units` units (or `max_units`)."""

@@ -278,13 +278,23 @@ class StreamingEngine:
     tokens = schedule.assemble_units(lay, streams)  # [S, L]
 
     segment = jnp.broadcast_to(active.astype(jnp.int32)[:, None], (S, L))  # 0: inactive, no cache write
-    logits, cache = self._model(params["model"])(tokens, segment, jnp.broadcast_to(unit[:, None], (S, L)),
-                                                 cache=cache)
+    model = self._model(params["model"])
+    logits, cache, hidden = model(tokens, segment, jnp.broadcast_to(unit[:, None], (S, L)), cache=cache,
+                                  return_hidden=True)
 
     rng_next, keys = split_keys(rng, len(schedule.OUT_GROUPS))
-    sampled = [sample(self._out_group_logits(logits, g), key, *self.sampling.for_kind(g.split("_")[0]))
-               for g, key in zip(schedule.OUT_GROUPS, keys)]
-    next_tokens = jnp.concatenate(sampled, axis=1)  # [S, n_out]
+    keys = dict(zip(schedule.OUT_GROUPS, keys))
+    forced = None if forced_out is None else dict(zip(schedule.OUT_GROUPS,
+                                                      jnp.split(forced_out.astype(jnp.int32), splits, axis=1)))
+    sampled = {}
+    if model.depth is not None:  # text_out, audio_out: slot by slot (forced ones fed back as recorded)
+      draw = lambda lg, key, kind: sample(lg, key, *self.sampling.for_kind(kind))  # noqa: E731
+      sampled, depth_logits = model.depth_decode(hidden, keys, draw, forced)
+      logits = model.merge_depth_logits(logits, depth_logits)
+    for g in schedule.OUT_GROUPS:
+      if g not in sampled:
+        sampled[g] = sample(self._out_group_logits(logits, g), keys[g], *self.sampling.for_kind(g.split("_")[0]))
+    next_tokens = jnp.concatenate([sampled[g] for g in schedule.OUT_GROUPS], axis=1)  # [S, n_out]
     out_stream = next_tokens if forced_out is None else forced_out.astype(jnp.int32)
     emitted = dict(zip(schedule.OUT_GROUPS, jnp.split(out_stream, splits, axis=1)))
 
