@@ -73,8 +73,10 @@ class DemoPlan:
     """What `stage` reads (JSON-able): its config and everything upstream of it."""
     corpus = {"config": {k: self.model_config().to_dict()[k] for k in ("video", "audio", "text")},
               "size": self.corpus_size, "counts": self.corpus_counts}
-    audio = {"corpus": corpus, "config": self.codec_run_config("audio").to_dict()}
-    video = {"corpus": corpus, "config": self.codec_run_config("video").to_dict()}
+    # a codec stage never reads the Transformer's section: changing the model keeps the codecs
+    codec = lambda kind: {k: v for k, v in self.codec_run_config(kind).to_dict().items() if k != "model"}  # noqa: E731
+    audio = {"corpus": corpus, "config": codec("audio")}
+    video = {"corpus": corpus, "config": codec("video")}
     tokens = {"corpus": corpus, "audio": audio, "video": video}
     model = {"tokens": tokens, "config": self.model_config().to_dict()}
     evaluation = {"model": model, "dialogues": self.eval_dialogues, "slots": self.eval_slots,
