@@ -32,13 +32,13 @@ file of any record it cannot read.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 
 import numpy as np
 from flax import serialization
 
+from wan_streamer_jax.checksums import file_sha256
 from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT, Config, ConfigError
 
 STREAMS = ("video_in", "audio_in", "text_in", "video_out", "audio_out", "text_out")
@@ -169,14 +169,6 @@ def _marker(path: str) -> str:
   return path[: -len(".array_record")] + ".done"
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def read_marker(root: str, rel: str) -> dict | None:
   try:
     with open(_marker(os.path.join(root, rel))) as f:
@@ -201,7 +193,7 @@ def verify_shard(root: str, rel: str) -> str | None:
   size = os.path.getsize(path)
   if "bytes" in marker and size != marker["bytes"]:
     return f"{size} bytes on disk, {marker['bytes']} when written (truncated or overwritten)"
-  if "sha256" in marker and _sha256(path) != marker["sha256"]:
+  if "sha256" in marker and file_sha256(path) != marker["sha256"]:
     return "its SHA-256 differs from the one recorded when it was written (corrupted)"
   if "sha256" not in marker:
     return "its marker predates checksums"
@@ -225,7 +217,7 @@ def write_shard(root: str, rel: str, records: list[dict], info: dict) -> None:
   os.replace(tmp, path)
   marker = _marker(path)
   with open(marker + ".tmp", "w") as f:
-    json.dump({"records": len(records), "bytes": os.path.getsize(path), "sha256": _sha256(path), **info}, f)
+    json.dump({"records": len(records), "bytes": os.path.getsize(path), "sha256": file_sha256(path), **info}, f)
   os.replace(marker + ".tmp", marker)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from wan_streamer_jax.checksums import file_sha256
 from wan_streamer_jax.export import specs as S
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -43,18 +44,13 @@ def read_manifest(path: str) -> dict:
 
 
 def _verify_files(path: str, manifest: Mapping) -> None:
-  import hashlib
   for name in _FILES:
     fpath = os.path.join(path, name)
     if not os.path.isfile(fpath):
       raise ValueError(f"serving artifact {path}: missing {name}")
-    h = hashlib.sha256()
-    with open(fpath, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    expected = manifest["files"][name]
-    if h.hexdigest() != expected:
-      raise ValueError(f"serving artifact {fpath}: sha256 expected {expected}, received {h.hexdigest()} "
+    expected, got = manifest["files"][name], file_sha256(fpath)
+    if got != expected:
+      raise ValueError(f"serving artifact {fpath}: sha256 expected {expected}, received {got} "
                        "(corrupt or modified file)")
 
 

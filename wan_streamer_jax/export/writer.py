@@ -27,7 +27,6 @@ complete.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wan_streamer_jax.checksums import file_sha256
 from wan_streamer_jax.export import specs as S
 
 FORMAT_VERSION = 1
@@ -45,14 +45,6 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 FILES = ("step.jaxexport", "init.jaxexport", "params.npz")
 RESERVED_KEYS = frozenset({"format_version", "created", "versions", "platforms", "num_slots", "param_dtype", "params",
                            "state", "inputs", "active", "reset", "outputs", "files"})
-
-
-def sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
@@ -167,7 +159,7 @@ def write_artifact(path: str, *, step_fn: Callable, init_fn: Callable, params, n
         "inputs": {n: dict(input_specs[n]) for n in input_names},
         "active": mask_spec, "reset": mask_spec,
         "outputs": output_specs,
-        "files": {name: sha256(os.path.join(tmp, name)) for name in FILES},
+        "files": {name: file_sha256(os.path.join(tmp, name)) for name in FILES},
         **dict(metadata or {}),
     }
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
