@@ -70,7 +70,7 @@ for inputs, active, reset in seq:
     outs.setdefault(k, []).append(v)
 np.savez(sys.argv[3], **{k: np.stack(v) for k, v in outs.items()})
 bad = sorted(m for m in sys.modules if m.startswith("wan_streamer_jax") and not
-             (m == "wan_streamer_jax" or m.startswith("wan_streamer_jax.export")))
+             (m in ("wan_streamer_jax", "wan_streamer_jax.checksums") or m.startswith("wan_streamer_jax.export")))
 print("IMPORTED", bad, "flax" in sys.modules)
 """
 
