@@ -84,7 +84,7 @@ class DepthAttention(nnx.Module):
     scores = jnp.where(mask[None, None], scores, -1e30)
     attn = jnp.einsum("nhqs,nshk->nqhk", jax.nn.softmax(scores, axis=-1).astype(cd), v)
     out = jnp.einsum("nshk,hkd->nsd", attn, self.wo[...].astype(cd))
-    return out if kv is None or pos is None else (out, kv)
+    return out if pos is None else (out, kv)
 
 
 class DepthBlock(nnx.Module):

@@ -85,13 +85,15 @@ class WanStreamer(nnx.Module):
     b, s = tokens.shape
     lay = layout.tile(s // layout.tokens_per_unit)
     tok_u = tokens.reshape(b, lay.num_units, layout.tokens_per_unit)
-    pieces = []
-    for g in GROUPS:
-      table = self.embed[g.split("_")[0]][...].astype(cd)
-      pieces.append(jnp.take(table, tok_u[:, :, layout.group_slices[g]], axis=0, mode="clip"))
-    x = jnp.concatenate(pieces, axis=2)
+    x = jnp.concatenate([self.embed_kind(tok_u[:, :, layout.group_slices[g]], g.split("_")[0]) for g in GROUPS],
+                        axis=2)
     x = x + (self.role_embed[...].astype(cd)[layout.role] + self.level_embed[...].astype(cd)[layout.level])
     return constrain(x.reshape(b, s, -1), ("batch", "seq", "act_embed"))
+
+  def embed_kind(self, tokens, kind: str):
+    """int32 tokens of one kind `[...]` -> their rows of the kind's table `[..., embed]` (compute dtype)."""
+    return jnp.take(self.embed[kind][...].astype(jnp.dtype(self.cfg.model.compute_dtype)), tokens, axis=0,
+                    mode="clip")
 
   def rope(self, unit_ids):
     """unit_ids int32 `[batch, seq]` -> RoPE `(cos, sin)` tables `[batch, seq, 1, head_dim // 2]`."""
@@ -133,10 +135,6 @@ class WanStreamer(nnx.Module):
 
   # -- the depth head ------------------------------------------------------------------------------
 
-  def _embed_kind(self, tokens, kind: str):
-    return jnp.take(self.embed[kind][...].astype(jnp.dtype(self.cfg.model.compute_dtype)), tokens, axis=0,
-                    mode="clip")
-
   def depth_forward(self, x, tokens):
     """Teacher-forced depth logits over every unit.
 
@@ -155,7 +153,7 @@ class WanStreamer(nnx.Module):
     nxt, _ = schedule.next_unit_targets(tokens, jnp.ones_like(tokens), L)
     nxt = nxt.reshape(b, u, L)[:, :, slots].reshape(b * u, K)
     segs = depth_segments(self.layout)
-    emb = jnp.concatenate([self._embed_kind(nxt[:, a:z], kind) for kind, a, z in segs], axis=1)
+    emb = jnp.concatenate([self.embed_kind(nxt[:, a:z], kind) for kind, a, z in segs], axis=1)
     prev = jnp.concatenate([jnp.zeros_like(emb[:, :1]), emb[:, :-1]], axis=1)
     out = self.depth.forward(self.depth.inputs(h, prev, np.arange(K)))
     return {kind: self.head(out[:, a:z], kind).reshape(b, u, z - a, -1) for kind, a, z in segs}
@@ -189,7 +187,7 @@ class WanStreamer(nnx.Module):
         fed = tok if forced is None else lax.dynamic_index_in_dim(forced[group], i, axis=1, keepdims=False)
         toks = lax.dynamic_update_index_in_dim(toks, tok, i, axis=1)
         lgs = lax.dynamic_update_index_in_dim(lgs, lg[:, 0], i, axis=1)
-        return caches, self._embed_kind(fed.astype(jnp.int32)[:, None], kind), toks, lgs
+        return caches, self.embed_kind(fed.astype(jnp.int32)[:, None], kind), toks, lgs
 
       V = padded_vocab(self.layout.vocab_sizes[kind])
       init = (caches, prev, jnp.zeros((n, z - a), jnp.int32), jnp.zeros((n, z - a, V), jnp.float32))
