@@ -21,8 +21,8 @@ checkpoints: 2,500 steps in 78 minutes), against
   "I think": the first documented run, README "The demo").
 """
 
-from wan_streamer_jax.config import (AudioCodecConfig, Config, ModelConfig, OptimizerConfig, TextConfig,
-                                     TrainConfig, VideoCodecConfig, to_config_dict)
+from wan_streamer_jax.config import (AudioCodecConfig, Config, LossConfig, ModelConfig, OptimizerConfig,
+                                     TextConfig, TrainConfig, VideoCodecConfig, to_config_dict)
 
 WINDOW_UNITS, SINK_UNITS = 24, 1
 
@@ -30,12 +30,14 @@ WINDOW_UNITS, SINK_UNITS = 24, 1
 def get_config():
   return to_config_dict(Config(
       name="demo",
-      video=VideoCodecConfig(height=32, width=32, spatial_stride=16, channels=(32, 64)),
+      video=VideoCodecConfig(height=32, width=32, spatial_stride=16, levels=(8, 8, 5, 5, 5), channels=(32, 64)),
       audio=AudioCodecConfig(sample_rate=16000, num_quantizers=4, levels=(8, 5, 5, 5)),
       text=TextConfig(text_slots=4),
       model=ModelConfig(embed_dim=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, mlp_dim=384,
                         rope_sections=(16, 8, 8), window_units=WINDOW_UNITS, sink_units=SINK_UNITS,
                         attention_impl="xla", depth_layers=2),
+      # text_in's targets are the user's words as heard (an ASR-like target; the input stays MISSING)
+      loss=LossConfig(text_in=1.0, text_in_target="heard"),
       optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=50, decay_steps=2500),
       train=TrainConfig(batch_size=4, units_per_example=SINK_UNITS + WINDOW_UNITS + 8, num_steps=2500,
                         log_every=25, eval_every=500, checkpoint_every=250, checkpoints_to_keep=2),

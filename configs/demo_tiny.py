@@ -4,8 +4,8 @@
 window of 8 units plus 1 sink, trained on windows of sink + window = 9 units (the whole streaming span).
 """
 
-from wan_streamer_jax.config import (AudioCodecConfig, Config, ModelConfig, OptimizerConfig, TextConfig,
-                                     TrainConfig, VideoCodecConfig, to_config_dict)
+from wan_streamer_jax.config import (AudioCodecConfig, Config, LossConfig, ModelConfig, OptimizerConfig,
+                                     TextConfig, TrainConfig, VideoCodecConfig, to_config_dict)
 
 WINDOW_UNITS, SINK_UNITS = 8, 1
 
@@ -19,6 +19,8 @@ def get_config():
       model=ModelConfig(embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=128,
                         rope_sections=(8, 4, 4), window_units=WINDOW_UNITS, sink_units=SINK_UNITS,
                         attention_impl="xla", depth_layers=2),
+      # text_in's targets are the user's words as heard (an ASR-like target; the input stays MISSING)
+      loss=LossConfig(text_in=1.0, text_in_target="heard"),
       optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5, decay_steps=200),
       train=TrainConfig(batch_size=4, units_per_example=SINK_UNITS + WINDOW_UNITS, num_steps=200, log_every=10,
                         checkpoint_every=100),

@@ -22,7 +22,7 @@ import grain
 import numpy as np
 
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT, GROUPS
+from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT, GROUPS, TextConfig
 
 
 def window_tokens(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> np.ndarray:
@@ -49,8 +49,23 @@ def window_tokens(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> 
   return schedule.assemble_units(layout, streams)
 
 
+def heard_targets(ex: dict) -> dict:
+  """`ex` with `text_in` as `loss.text_in_target="heard"` wants it for targets: a unit's typed tokens where
+  it has any, else its words as heard (`heard_text`: bytes, WORD_END, END_OF_TURN or PAD)."""
+  if "heard_text" not in ex:
+    raise ValueError("loss.text_in_target='heard': the token example has no 'heard_text' field (tokens "
+                     "written before it existed, or a corpus without metadata); re-tokenise the corpus "
+                     f"(fields: {sorted(ex)})")
+  text_in = np.asarray(ex["text_in"])
+  typed = ((text_in != TextConfig.PAD) & (text_in != TextConfig.MISSING)).any(axis=-1, keepdims=True)
+  return {**ex, "text_in": np.where(typed, text_in, np.asarray(ex["heard_text"])).astype(np.int32)}
+
+
 class TokenWindow(grain.transforms.RandomMap):
   """Token example -> {"tokens", "unit_ids": int32 [n * L]}, n = min(max_units, units) units.
+
+  With `heard=True` also "target_tokens" int32 `[n * L]`: the same window with text_in replaced by
+  `heard_targets` (the loss reads targets from it; the model still reads `tokens`).
 
   Without sinks: a random window of n units, unit ids from 0 at its start. With
   `sink_units = k > 0` (streaming with an attention window keeps the
@@ -60,22 +75,28 @@ class TokenWindow(grain.transforms.RandomMap):
   the loss skips the target across the gap, see `schedule.next_unit_targets`).
   """
 
-  def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0):
+  def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0, heard: bool = False):
     if sink_units and not sink_units < max_units:
       raise ValueError(f"sink_units: expected fewer than the window's {max_units} units, got {sink_units}")
-    self.layout, self.max_units, self.sinks = layout, int(max_units), int(sink_units)
+    self.layout, self.max_units, self.sinks, self.heard = layout, int(max_units), int(sink_units), bool(heard)
+
+  def _cut(self, ex: dict, runs) -> np.ndarray:
+    return np.concatenate([window_tokens(self.layout, ex, a, m) for a, m in runs])
 
   def random_map(self, ex: dict, rng: np.random.Generator) -> dict:
     units = int(ex["num_units"])
     n, L, k = min(self.max_units, units), self.layout.tokens_per_unit, self.sinks
     if k and units > n:
       start = int(rng.integers(k, units - (n - k) + 1))
-      tokens = np.concatenate([window_tokens(self.layout, ex, 0, k), window_tokens(self.layout, ex, start, n - k)])
+      runs = [(0, k), (start, n - k)]
       ids = np.concatenate([np.arange(k), np.arange(start, start + n - k)])
     else:
       start = int(rng.integers(0, units - n + 1))
-      tokens, ids = window_tokens(self.layout, ex, start, n), np.arange(n)
-    return {"tokens": tokens, "unit_ids": np.repeat(ids, L).astype(np.int32)}
+      runs, ids = [(start, n)], np.arange(n)
+    out = {"tokens": self._cut(ex, runs), "unit_ids": np.repeat(ids, L).astype(np.int32)}
+    if self.heard:
+      out["target_tokens"] = self._cut(heard_targets(ex), runs)
+    return out
 
 
 class _Finalize(grain.transforms.Map):
@@ -85,16 +106,21 @@ class _Finalize(grain.transforms.Map):
   def map(self, packed: dict) -> dict:
     seg = packed["tokens_segment_ids"].astype(np.int32)
     units = packed["unit_ids"] if "unit_ids" in packed else packed["tokens_positions"] // self.L
-    return {"tokens": packed["tokens"].astype(np.int32), "segment_ids": seg,
-            "unit_ids": np.where(seg > 0, units, 0).astype(np.int32)}
+    out = {"tokens": packed["tokens"].astype(np.int32), "segment_ids": seg,
+           "unit_ids": np.where(seg > 0, units, 0).astype(np.int32)}
+    if "target_tokens" in packed:
+      out["target_tokens"] = packed["target_tokens"].astype(np.int32)
+    return out
 
 
 def pack_windows(ds: grain.IterDataset, seq_units: int, tokens_per_unit: int, num_packing_bins: int = 4,
-                 seed: int = 0, with_unit_ids: bool = True) -> grain.IterDataset:
+                 seed: int = 0, with_unit_ids: bool = True, with_targets: bool = False) -> grain.IterDataset:
   """Packs `{"tokens", "unit_ids": [n * L]}` windows (n <= seq_units; `TokenWindow`'s) into `{"tokens",
-  "segment_ids", "unit_ids"}` `[S]`; `with_unit_ids=False`: windows of tokens only, unit ids from 0 each."""
+  "segment_ids", "unit_ids"}` `[S]`; `with_unit_ids=False`: windows of tokens only, unit ids from 0 each;
+  `with_targets`: the windows' `target_tokens` are packed alongside (the same positions)."""
   L = int(tokens_per_unit)
   keys = ("tokens", "unit_ids") if with_unit_ids else ("tokens",)
+  keys += ("target_tokens",) if with_targets else ()
   packed = grain.experimental.FirstFitPackIterDataset(
       ds, length_struct={k: seq_units * L for k in keys}, num_packing_bins=num_packing_bins, seed=seed,
       shuffle_bins=False)

@@ -142,7 +142,8 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
                    process_index: int | None = None, process_count: int | None = None, num_threads: int = 0,
                    prefetch: int = 64, num_packing_bins: int | None = None, worker_count: int = 0,
                    worker_buffer_size: int = 2, drop_remainder: bool = True) -> grain.IterDataset:
-  """Packed unit-token sequences for the Transformer: `tokens/segment_ids/unit_ids` int32 `[B, S]`.
+  """Packed unit-token sequences for the Transformer: `tokens/segment_ids/unit_ids` int32 `[B, S]`
+  (and `target_tokens` with `loss.text_in_target="heard"`: `packing.heard_targets`).
 
   Defaults: `batch_size = cfg.train.batch_size`, `seq_units = cfg.train.units_per_example`.
   """
@@ -153,8 +154,10 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
                         process_index=process_index, process_count=process_count)
   # Sinks only exist with an attention window; then a window keeps the conversation's first units.
   sinks = cfg.model.sink_units if cfg.model.window_units is not None else 0
-  ds = ds.random_map(TokenWindow(layout, seq_units, sinks))
+  heard = cfg.loss.text_in_target == "heard"
+  ds = ds.random_map(TokenWindow(layout, seq_units, sinks, heard=heard))
   it = ds.to_iter_dataset(_read_options(num_threads, prefetch))
-  it = pack_windows(it, seq_units, layout.tokens_per_unit, num_packing_bins or max(2, batch_size), seed)
+  it = pack_windows(it, seq_units, layout.tokens_per_unit, num_packing_bins or max(2, batch_size), seed,
+                    with_targets=heard)
   it = it.batch(batch_size, drop_remainder=drop_remainder)
   return _maybe_workers(it, worker_count, worker_buffer_size)

@@ -65,6 +65,22 @@ def layout_text(events, num_units: int, text_slots: int):
   return slots, [tuple(p) for p in placed]
 
 
+def heard_events(turns) -> list[TextEvent]:
+  """The user's spoken words as heard: each word in the unit after its last sample, then END_OF_TURN.
+
+  `turns`: the corpus metadata's turns (`speaker`, `kind`, `words` = `[word, first_unit, last_unit]`,
+  `end_unit`). Typed turns are left out (they are in the text stream itself). A word enters one unit
+  after it ends so that predicting unit t + 1 from unit t asks for the words heard up to unit t.
+  """
+  events = []
+  for t in turns:
+    if t["speaker"] != "user" or t["kind"] == "typed" or not t["words"]:
+      continue
+    events += [word_event(last + 1, w) for w, _, last in t["words"]]
+    events.append(end_of_turn_event(int(t["words"][-1][2]) + 1))
+  return events
+
+
 def missing_text(num_units: int, text_slots: int) -> np.ndarray:
   """int32 `[num_units, text_slots]` of MISSING (no text stream at all)."""
   return np.full((num_units, text_slots), MISSING, np.int32)

@@ -10,6 +10,9 @@ A token example (one per conversation of `units` units) is a dict of numpy array
   num_units             int32 scalar
   conversation_id, task, expected_answer   str         (optional metadata)
   answer_unit           int32 scalar                   (optional; -1 = none)
+  heard_text            int32 [units, text_slots]      (optional) the user's spoken words as heard
+                                                       (`text_slots.heard_events`; PAD elsewhere): the
+                                                       text_in targets of `loss.text_in_target="heard"`
 
 Out streams hold the model's tokens *of that unit* (not yet shifted; the
 pipeline shifts them). On disk (a token directory):
@@ -38,6 +41,7 @@ import os
 import numpy as np
 from flax import serialization
 
+from data_pipelines import text_slots
 from wan_streamer_jax.checksums import file_sha256
 from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT, Config, ConfigError
 
@@ -70,6 +74,12 @@ def check_example(cfg: Config, ex: dict, where: str = "token example") -> None:
     a = np.asarray(ex[key])
     if a.shape != shape or a.dtype != dtype:
       raise ValueError(f"{where}: field {key!r} expected {np.dtype(dtype).name} {shape} for {units} units of "
+                       f"config {cfg.name!r}, got {a.dtype.name} {a.shape}")
+  if "heard_text" in ex:
+    shape, dtype = (units, cfg.text.text_slots), np.int32
+    a = np.asarray(ex["heard_text"])
+    if a.shape != shape or a.dtype != dtype:
+      raise ValueError(f"{where}: field 'heard_text' expected int32 {shape} for {units} units of "
                        f"config {cfg.name!r}, got {a.dtype.name} {a.shape}")
 
 
@@ -155,6 +165,10 @@ def tokenize_conversation(ex: dict, cfg: Config, encode_audio, encode_video) -> 
     val = ex.get(key, b"")
     out[key] = val.decode() if isinstance(val, bytes) else str(val)
   out["answer_unit"] = np.int32(ex.get("answer_unit", -1))
+  if "metadata" in ex:
+    meta = ex["metadata"]
+    turns = json.loads(meta.decode() if isinstance(meta, bytes) else str(meta))["turns"]
+    out["heard_text"] = text_slots.layout_text(text_slots.heard_events(turns), units, cfg.text.text_slots)[0]
   check_example(cfg, out, f"tokenized conversation {out['conversation_id']!r}")
   return out
 

@@ -139,6 +139,30 @@ def test_video_losses_and_metrics():
   assert float(loss) < 1e-5 and abs(float(parts["ssim"]) - 1) < 1e-5
 
 
+def test_contrast_weighted_video_loss_weighs_the_object_that_stands_out():
+  # a flat grey wall with a small red square: the square's pixels weigh most, the wall ~1
+  frame = np.full((1, 1, 16, 16, 3), -0.1, np.float32)
+  frame[..., 10:14, 10:14, :] = np.array([0.7, -0.8, -0.8], np.float32)
+  w = np.asarray(losses.contrast_weights(jnp.asarray(frame), 4.0))[0, 0, ..., 0]
+  assert w.shape == (16, 16)
+  assert w[12, 12] > 3.0 and abs(w[0, 0] - 1.0) < 0.2, (w[12, 12], w[0, 0])
+  target = jnp.asarray(frame)
+  erased = target.at[..., 10:14, 10:14, :].set(-0.1)  # the square dropped
+  blurred = target + 0.05 * jnp.asarray(np.random.default_rng(0).normal(size=frame.shape), jnp.float32)
+  plain = [float(losses.video_loss(r, target, ssim_weight=0.0)[0]) for r in (erased, blurred)]
+  weighted = [float(losses.video_loss(r, target, ssim_weight=0.0, contrast_weight=4.0)[0])
+              for r in (erased, blurred)]
+  # weighting raises the price of dropping the object relative to small errors everywhere
+  assert weighted[0] / weighted[1] > 1.5 * plain[0] / plain[1], (plain, weighted)
+  # without it the loss is unchanged; the reported parts stay the unweighted means
+  loss0, parts0 = losses.video_loss(erased, target, ssim_weight=0.0)
+  _, parts4 = losses.video_loss(erased, target, ssim_weight=0.0, contrast_weight=4.0)
+  assert abs(float(loss0) - float(parts0["l1"] + parts0["l2"])) < 1e-6
+  assert abs(float(parts4["l1"]) - float(parts0["l1"])) < 1e-7
+  # a perfect reconstruction costs nothing either way
+  assert float(losses.video_loss(target, target, ssim_weight=0.0, contrast_weight=4.0)[0]) < 1e-7
+
+
 def test_codebook_usage():
   codes = np.stack([np.arange(1000), np.zeros(1000, int)], -1)
   u = metrics.codebook_usage(codes, 1000)

@@ -130,3 +130,16 @@ def test_a_model_change_keeps_the_corpus_codec_and_token_stages():
   assert slower.fingerprint("corpus") == CHAIN.fingerprint("corpus")
   assert slower.fingerprint("audio_codec") != CHAIN.fingerprint("audio_codec")
   assert slower.fingerprint("tokens") != CHAIN.fingerprint("tokens")
+  # a stage reads only its own codec: a new video vocabulary keeps the corpus and the audio codec,
+  # and redoes the video codec and the tokens; so does a video loss weight
+  for change in ({"model_overrides": {**CHAIN.model_overrides, "video.levels": (8, 8, 5, 5, 5)}},
+                 {"video_codec": dataclasses.replace(CHAIN.video_codec, contrast_weight=3.0)}):
+    v = dataclasses.replace(CHAIN, **change)
+    for stage in ("corpus", "audio_codec"):
+      assert v.fingerprint(stage) == CHAIN.fingerprint(stage), (change, stage)
+    for stage in ("video_codec", "tokens", "transformer"):
+      assert v.fingerprint(stage) != CHAIN.fingerprint(stage), (change, stage)
+  # the corpus reads the frame size
+  bigger = dataclasses.replace(CHAIN, model_overrides={**CHAIN.model_overrides, "video.height": 32,
+                                                       "video.width": 32})
+  assert bigger.fingerprint("corpus") != CHAIN.fingerprint("corpus")

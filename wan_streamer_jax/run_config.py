@@ -75,6 +75,15 @@ class LossConfig:
   audio_out: float = 1.0
   text_out: float = 1.0
   z_loss: float = 0.0
+  # text_in's targets: "stream" (the user's text stream itself: typed words, else MISSING) or "heard"
+  # (where nothing is typed, the user's spoken words as heard: each word in the unit after its last
+  # sample, `token_data.heard_text`). The input stays the stream (MISSING in spoken turns): predicting
+  # what was just said is an ASR task that teaches the trunk to hear the words in `audio_in`.
+  text_in_target: str = "stream"
+
+  def __post_init__(self):
+    if self.text_in_target not in ("stream", "heard"):
+      _fail("loss.text_in_target", "stream | heard", self.text_in_target)
 
   def group_weight(self, group: str) -> float:
     return float(getattr(self, group))
@@ -116,7 +125,7 @@ class CodecTrainConfig:
 
   `kind` says which codec a run trains ("" in Transformer configs). Loss
   weights: audio uses `l1`, `stft` (multi-resolution STFT) and `mel`; video
-  uses `l1`, `l2` and `ssim`. Windows of `train.units_per_example` units come
+  uses `l1`, `l2` and `ssim` (and `contrast`: per-pixel weights). Windows of `train.units_per_example` units come
   from the user's, the model's or both streams (`role`).
   """
 
@@ -126,6 +135,7 @@ class CodecTrainConfig:
   mel_weight: float = 1.0
   l2_weight: float = 1.0
   ssim_weight: float = 0.1
+  contrast_weight: float = 0.0  # video: per-pixel weight 1 + c * |pixel - frame mean| (losses.contrast_weights)
   role: str = "mixed"  # training windows: mixed | user | model
   speech_oversample: int = 2  # audio: draw k x batch windows, train on the most speech-active
   cache_streams: str = "auto"  # keep the trained kind's streams in memory: auto (audio only) | yes | no
@@ -142,7 +152,8 @@ class CodecTrainConfig:
   def __post_init__(self):
     if self.kind not in ("", "audio", "video"):
       _fail("codec_train.kind", "'' (a Transformer run), audio or video", self.kind)
-    for name in ("l1_weight", "stft_weight", "mel_weight", "l2_weight", "ssim_weight"):
+    for name in ("l1_weight", "stft_weight", "mel_weight", "l2_weight", "ssim_weight",
+                 "contrast_weight"):
       if getattr(self, name) < 0:
         _fail(f"codec_train.{name}", "a weight >= 0", getattr(self, name))
     for name in ("role", "eval_role"):

@@ -15,6 +15,7 @@ from wan_streamer_jax.model import flops
 from wan_streamer_jax.parallel.mesh import make_mesh
 from wan_streamer_jax.train.random_data import random_token_batch
 from wan_streamer_jax.train.state import create_train_state
+from wan_streamer_jax.train.feed import batch_keys
 from wan_streamer_jax.train.step import batch_shardings, make_train_step
 from wan_streamer_jax.train.throughput import median_seconds, peak_probe
 
@@ -23,7 +24,7 @@ def _setup(cfg: Config):
   mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
   ts = create_train_state(cfg, mesh)
   step = make_train_step(cfg, ts, mesh)
-  shard = batch_shardings(mesh)
+  shard = batch_shardings(mesh, batch_keys(cfg))
   batch = {k: jax.device_put(v, shard[k]) for k, v in random_token_batch(cfg, 0).items()}
   box = {"state": ts.state}
 

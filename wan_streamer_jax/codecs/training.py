@@ -74,7 +74,8 @@ def loss_fn(kind: str, cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, di
   def g(model, batch):
     x = frames_to_float(batch["video"])
     out = model(x)
-    loss, parts = losses.video_loss(out["recon"], x, l1=w.l1_weight, l2=w.l2_weight, ssim_weight=w.ssim_weight)
+    loss, parts = losses.video_loss(out["recon"], x, l1=w.l1_weight, l2=w.l2_weight, ssim_weight=w.ssim_weight,
+                                      contrast_weight=w.contrast_weight)
     mse255 = jnp.mean(((out["recon"] - x) * 127.5) ** 2)
     return loss, {"loss": loss, **parts, "psnr": 10 * jnp.log10(255.0 ** 2 / jnp.maximum(mse255, 1e-10)),
                   "perplexity/q0": _perplexity(out["codes"][..., None], v.codebook_size)[0]}

@@ -29,6 +29,7 @@ class CodecRun:
   log_every: int = 50
   checkpoint_every: int = 500
   eval_windows: int = 64
+  contrast_weight: float = 0.0  # video: `codec_train.contrast_weight`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,8 @@ class DemoPlan:
     run = self.audio_codec if kind == "audio" else self.video_codec
     base = self.model_config()
     return base.replace(
-        name=f"{base.name}_codec_{kind}", codec_train={"kind": kind, "eval_windows": run.eval_windows},
+        name=f"{base.name}_codec_{kind}", codec_train={"kind": kind, "eval_windows": run.eval_windows,
+                                                    "contrast_weight": run.contrast_weight},
         optimizer={"learning_rate": run.learning_rate, "warmup_steps": max(1, min(100, run.num_steps // 20)),
                    "decay_steps": run.num_steps, "end_lr_fraction": 0.05, "b1": 0.9, "b2": 0.99,
                    "weight_decay": 0.0, "grad_clip_norm": 100.0},
@@ -71,10 +73,15 @@ class DemoPlan:
 
   def stage_inputs(self, stage: str) -> dict:
     """What `stage` reads (JSON-able): its config and everything upstream of it."""
-    corpus = {"config": {k: self.model_config().to_dict()[k] for k in ("video", "audio", "text")},
+    cfg = self.model_config()
+    # what the corpus reads of the config (`CorpusSpec.from_config`): frame size, sample rate, text slots
+    corpus = {"config": {"video": {"height": cfg.video.height, "width": cfg.video.width},
+                         "audio": {"sample_rate": cfg.audio.sample_rate}, "text": {"text_slots": cfg.text.text_slots}},
               "size": self.corpus_size, "counts": self.corpus_counts}
-    # a codec stage never reads the Transformer's section: changing the model keeps the codecs
-    codec = lambda kind: {k: v for k, v in self.codec_run_config(kind).to_dict().items() if k != "model"}  # noqa: E731
+    # a codec stage reads its own codec's section and its schedule: changing the Transformer or the
+    # other codec keeps it
+    codec = lambda kind: {k: v for k, v in self.codec_run_config(kind).to_dict().items()  # noqa: E731
+                          if k in (kind, "codec_train", "optimizer", "train", "mesh", "name")}
     audio = {"corpus": corpus, "config": codec("audio")}
     video = {"corpus": corpus, "config": codec("video")}
     tokens = {"corpus": corpus, "audio": audio, "video": video}
@@ -99,7 +106,7 @@ QUICK = DemoPlan(
     audio_codec=CodecRun(num_steps=60, batch_size=8, units_per_example=4, learning_rate=2e-3, log_every=10,
                          checkpoint_every=30, eval_windows=8),
     video_codec=CodecRun(num_steps=60, batch_size=8, units_per_example=4, learning_rate=2e-3, log_every=10,
-                         checkpoint_every=30, eval_windows=8),
+                         checkpoint_every=30, eval_windows=8, contrast_weight=12.0),
     transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True)
 
 # The documented run (<= 2 hours on 2 CPU cores; see the README's "The demo" for the measured per-step
@@ -110,7 +117,7 @@ DOCUMENTED = DemoPlan(
     audio_codec=CodecRun(num_steps=4000, batch_size=16, units_per_example=6, learning_rate=1e-3,
                          checkpoint_every=500),
     video_codec=CodecRun(num_steps=1200, batch_size=8, units_per_example=6, learning_rate=2e-3,
-                         checkpoint_every=300),
+                         checkpoint_every=300, contrast_weight=12.0),
     transformer_steps=2500, eval_dialogues=32, eval_slots=8)
 
 PLANS = {"quick": QUICK, "documented": DOCUMENTED}

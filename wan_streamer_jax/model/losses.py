@@ -9,7 +9,7 @@ import numpy as np
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
 
-def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None):
+def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None):
   """Weighted next-unit cross-entropy.
 
   Args:
@@ -17,6 +17,8 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     tokens: int32 `[batch, units * L]`.
     segment_ids: int32 `[batch, units * L]` (0 = padding).
     unit_ids: optional int32 `[batch, units * L]`: no target across a jump of unit ids.
+    target_tokens: optional int32 `[batch, units * L]`: the targets are read from it (one unit later)
+      instead of from `tokens` (`loss.text_in_target="heard"`: text_in's targets differ from its inputs).
   Returns:
     (loss scalar, metrics dict): `loss/<group>` mean CE over valid targets,
     `acc/<group>` accuracy, `loss/z`, `tokens/valid`.
@@ -24,7 +26,8 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit
   lay = layout.tile(tokens.shape[1] // L)
-  targets, valid = schedule.next_unit_targets(tokens, segment_ids, L, unit_ids)
+  targets, valid = schedule.next_unit_targets(tokens if target_tokens is None else target_tokens,
+                                              segment_ids, L, unit_ids)
   group = lay.group
   weight = lay.loss_weight
   total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0

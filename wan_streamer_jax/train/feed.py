@@ -11,6 +11,11 @@ from wan_streamer_jax.config import KINDS, Config
 BATCH_KEYS = ("tokens", "segment_ids", "unit_ids")
 
 
+def batch_keys(cfg: Config) -> tuple[str, ...]:
+  """The keys of a training batch: `BATCH_KEYS`, plus `target_tokens` when text_in's targets are heard words."""
+  return BATCH_KEYS + (("target_tokens",) if cfg.loss.text_in_target == "heard" else ())
+
+
 def process_slice(global_batch_size: int) -> slice:
   """Rows of the global batch this process feeds (data sharded per process)."""
   n, i = jax.process_count(), jax.process_index()
@@ -25,29 +30,35 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
 
   Expects int32 `[rows, units_per_example * tokens_per_unit]` arrays `tokens`
   (each slot inside its kind's vocabulary), `segment_ids` (>= 0) and
-  `unit_ids` (>= 0). Runs on host numpy, before anything is compiled.
+  `unit_ids` (>= 0), and `target_tokens` (like `tokens`) when `batch_keys(cfg)` names it.
+  Runs on host numpy, before anything is compiled.
   """
+  keys = batch_keys(cfg)
   layout = schedule.unit_layout(cfg)
   rows = cfg.train.batch_size if rows is None else rows
   shape = (rows, cfg.train.units_per_example * layout.tokens_per_unit)
-  missing = [k for k in BATCH_KEYS if k not in batch]
+  missing = [k for k in keys if k not in batch]
   if missing:
-    raise ValueError(f"batch: expected keys {BATCH_KEYS}, missing {missing} (got {sorted(batch)})")
-  for k in BATCH_KEYS:
+    raise ValueError(f"batch: expected keys {keys} (loss.text_in_target={cfg.loss.text_in_target!r}), "
+                     f"missing {missing} (got {sorted(batch)})")
+  for k in keys:
     a = batch[k]
     if tuple(a.shape) != shape:
       raise ValueError(f"batch[{k!r}]: expected shape {shape} (rows x units_per_example*tokens_per_unit="
                        f"{cfg.train.units_per_example}*{layout.tokens_per_unit}), got {tuple(a.shape)}")
     if a.dtype != np.int32:
       raise ValueError(f"batch[{k!r}]: expected dtype int32, got {a.dtype}")
-  tokens = np.asarray(batch["tokens"])
   vocab = layout.tile(cfg.train.units_per_example).vocab
-  bad = (tokens < 0) | (tokens >= vocab[None])
-  if bad.any():
-    r, c = np.argwhere(bad)[0]
-    kind = KINDS[layout.kind[c % layout.tokens_per_unit]]
-    raise ValueError(f"batch['tokens']: expected {kind} ids in [0, {vocab[c]}) at row {r} position {c}, "
-                     f"got {tokens[r, c]}")
+  for k in ("tokens", "target_tokens"):
+    if k not in keys:
+      continue
+    tokens = np.asarray(batch[k])
+    bad = (tokens < 0) | (tokens >= vocab[None])
+    if bad.any():
+      r, c = np.argwhere(bad)[0]
+      kind = KINDS[layout.kind[c % layout.tokens_per_unit]]
+      raise ValueError(f"batch[{k!r}]: expected {kind} ids in [0, {vocab[c]}) at row {r} position {c}, "
+                       f"got {tokens[r, c]}")
   for k in ("segment_ids", "unit_ids"):
     if (np.asarray(batch[k]) < 0).any():
       raise ValueError(f"batch[{k!r}]: expected values >= 0, got min {np.asarray(batch[k]).min()}")

@@ -23,6 +23,9 @@ def random_token_batch(cfg: Config, step: int, batch_size: int | None = None,
   vocab = lay.vocab
   rng = np.random.default_rng([cfg.train.seed, step])
   tokens = (rng.random((batch_size, lay.seq_len)) * vocab).astype(np.int32)
-  return {"tokens": tokens,
-          "segment_ids": np.ones_like(tokens),
-          "unit_ids": np.broadcast_to(lay.unit_index, tokens.shape).astype(np.int32)}
+  out = {"tokens": tokens,
+         "segment_ids": np.ones_like(tokens),
+         "unit_ids": np.broadcast_to(lay.unit_index, tokens.shape).astype(np.int32)}
+  if cfg.loss.text_in_target == "heard":  # random tokens have no heard words: the targets are the tokens
+    out["target_tokens"] = tokens.copy()
+  return out

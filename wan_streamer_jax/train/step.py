@@ -12,20 +12,27 @@ from jax.sharding import NamedSharding
 from wan_streamer_jax.config import Config
 from wan_streamer_jax.model.losses import next_unit_loss
 from wan_streamer_jax.parallel.rules import logical_to_spec
-from wan_streamer_jax.train.feed import BATCH_KEYS
+from wan_streamer_jax.train.feed import BATCH_KEYS, batch_keys
 from wan_streamer_jax.train.state import TrainState
 
 
-def batch_shardings(mesh) -> dict:
+def batch_shardings(mesh, keys: tuple[str, ...] = BATCH_KEYS) -> dict:
+  """One `("batch", "seq")` sharding per batch key (`feed.batch_keys(cfg)` for a config's batches)."""
   s = NamedSharding(mesh, logical_to_spec(("batch", "seq")))
-  return {k: s for k in BATCH_KEYS}
+  return {k: s for k in keys}
+
+
+def _loss(cfg: Config, model, batch: dict):
+  logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
+  return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"],
+                        batch.get("target_tokens"))
 
 
 def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   """Returns `step(state, batch) -> (state, metrics)`.
 
   `batch`: dict of int32 `[batch, units * L]` arrays `tokens`, `segment_ids`,
-  `unit_ids`. Jitted with explicit in/out shardings from the rules table; the
+  `unit_ids` (and `target_tokens`: `feed.batch_keys(cfg)`). Jitted with explicit in/out shardings from the rules table; the
   state argument is donated (rebind it: `state, m = step(state, batch)`).
   """
   graphdef = ts.graphdef
@@ -33,16 +40,12 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   def step(state, batch):
     model, opt = nnx.merge(graphdef, state)
 
-    def loss_fn(model):
-      logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
-      return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"])
-
-    (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    (_, metrics), grads = nnx.value_and_grad(lambda m: _loss(cfg, m, batch), has_aux=True)(model)
     metrics["grad_norm"] = optax.tree.norm(grads)
     opt.update(model, grads)
     return nnx.state((model, opt)), metrics
 
-  jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(mesh)),
+  jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(mesh, batch_keys(cfg))),
                    out_shardings=(ts.shardings, None), donate_argnums=0)
 
   def run(state, batch):
@@ -59,10 +62,9 @@ def make_eval_step(cfg: Config, ts: TrainState, mesh) -> Callable:
 
   def step(state, batch):
     model, _ = nnx.merge(graphdef, state)
-    logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
-    return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"])[1]
+    return _loss(cfg, model, batch)[1]
 
-  jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(mesh)), out_shardings=None)
+  jitted = jax.jit(step, in_shardings=(ts.shardings, batch_shardings(mesh, batch_keys(cfg))), out_shardings=None)
 
   def run(state, batch):
     with jax.set_mesh(mesh):

@@ -22,7 +22,7 @@ import numpy as np
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import Config, ConfigError
 from wan_streamer_jax.model import flops
-from wan_streamer_jax.train.feed import check_batch, process_slice, to_global
+from wan_streamer_jax.train.feed import batch_keys, check_batch, process_slice, to_global
 from wan_streamer_jax.train.loop import Task
 from wan_streamer_jax.train.optimizer import learning_rate_schedule
 from wan_streamer_jax.train.random_data import random_token_batch
@@ -53,7 +53,7 @@ def transformer_task(cfg: Config, mesh, *, source=None, eval_source=None, eval_b
     raise ConfigError(f"{repl:.1%} of the parameters are replicated on mesh {dict(mesh.shape)} (limit 2%): "
                       "check the logical-axis rules in wan_streamer_jax/parallel/rules.py")
   step_fn = make_train_step(cfg, ts, mesh)
-  shardings = batch_shardings(mesh)
+  shardings = batch_shardings(mesh, batch_keys(cfg))
   data_iter = None
   if source is not None:
     from data_pipelines import pipelines
