@@ -21,6 +21,8 @@ SHAPE_COLOURS = {
     "purple": (140, 40, 180), "orange": (250, 140, 20), "white": (250, 250, 250), "black": (10, 10, 10),
 }
 SHAPE_KINDS = ("circle", "square", "triangle")
+# Where the user holds the shape: centre (fractions of width / height) and radius (of min(H, W)).
+SHAPE_X, SHAPE_Y, SHAPE_R = 0.72, 0.55, 0.15
 SKIN_TONES = ((236, 200, 170), (200, 150, 110), (150, 100, 70), (95, 65, 45))
 SHIRTS = ((120, 120, 130), (60, 90, 60), (110, 70, 60), (70, 70, 110))
 
@@ -46,6 +48,20 @@ class SceneStyle:
     return cls(wall_top=top, wall_bottom=tuple(0.85 * c for c in top), table=muted(),
                skin=SKIN_TONES[rng.integers(len(SKIN_TONES))], shirt=SHIRTS[rng.integers(len(SHIRTS))],
                face_x=float(rng.uniform(0.26, 0.36)), sway_phase=float(rng.uniform(0, 2 * np.pi)))
+
+
+def shape_core(height: int, width: int) -> np.ndarray:
+  """bool `[H, W]`: pixels inside every shape kind wherever it sways (a disk at the shape's centre)."""
+  yy, xx = np.mgrid[:height, :width]
+  r = 0.4 * SHAPE_R * min(height, width)
+  return (xx + 0.5 - SHAPE_X * width) ** 2 + (yy + 0.5 - SHAPE_Y * height) ** 2 <= r ** 2
+
+
+def nearest_shape_colour(rgb) -> str:
+  """The SHAPE_COLOURS name nearest to an RGB triple (0..255)."""
+  names = list(SHAPE_COLOURS)
+  pal = np.array([SHAPE_COLOURS[n] for n in names], np.float32)
+  return names[int(np.argmin(((pal - np.asarray(rgb, np.float32)) ** 2).sum(-1)))]
 
 
 def render_user_video(style: SceneStyle, mouth_open: np.ndarray, shape_visible: np.ndarray,
@@ -79,8 +95,8 @@ def render_user_video(style: SceneStyle, mouth_open: np.ndarray, shape_visible: 
   if shape_colour is not None and np.any(shape_visible):
     colour = SHAPE_COLOURS[shape_colour]
     vis = np.asarray(shape_visible, bool)
-    sx = 0.72 * W + 0.01 * W * np.sin(2 * np.pi * t / 40.0)
-    sy, r = 0.55 * H, 0.15 * min(H, W)
+    sx = SHAPE_X * W + 0.01 * W * np.sin(2 * np.pi * t / 40.0)
+    sy, r = SHAPE_Y * H, SHAPE_R * min(H, W)
     if shape_kind == "circle":
       cov = render.ellipse(F, H, W, sx, sy, r, r)
     elif shape_kind == "square":

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # headless: matplotlib picks Agg
 import numpy as np
 import pytest
 
+from data_pipelines.token_data import TokenDataSource
 from wan_streamer_jax.config import ConfigError
 from wan_streamer_jax.demo.pipeline import STAGES, read_done, run_demo
 from wan_streamer_jax.demo.plan import QUICK, CodecRun
@@ -26,7 +27,7 @@ CHAIN = dataclasses.replace(
     audio_codec=CodecRun(num_steps=2, batch_size=8, units_per_example=2, log_every=1, checkpoint_every=0,
                          eval_windows=2),
     video_codec=CodecRun(num_steps=2, batch_size=8, units_per_example=2, log_every=1, checkpoint_every=0,
-                         eval_windows=2),
+                         eval_windows=2, contrast_weight=12.0),
     transformer_steps=3, eval_dialogues=2, eval_slots=2, recognizer=False,
     model_overrides={"train.batch_size": 8, "train.log_every": 1})
 
@@ -75,16 +76,22 @@ def test_every_stage_writes_finite_outputs(chain):
       for p in files:
         with wave.open(p) as w:
           assert w.getframerate() == 16000 and w.getnframes() > 1000
-    else:
+    else:  # the shape probe ran on the held-out split (its frames: those with a shape, maybe none)
+      assert 0.0 <= run["eval"]["shape_colour_accuracy"] <= 1.0 and run["eval"]["shape_colour_frames"] >= 0
       for p in files:
         img = plt.imread(p)
         assert img.ndim == 3 and img.shape[0] == 2 * 16 * 8  # reference over reconstruction, 16 px frames x 8
   assert r["tokens"]["conversations"] == {"train": 8, "validation": 8, "test": 2}
   with open(os.path.join(r["tokens"]["token_dir"], "manifest.json")) as f:
     assert json.load(f)["config_name"] == "demo_tiny"
+  # demo_tiny's text_in targets are the user's words as heard: every token example carries them
+  train = TokenDataSource(r["tokens"]["token_dir"], "train")
+  heard = [train[i]["heard_text"] for i in range(len(train))]
+  assert any((h < 256).any() for h in heard)  # some user words were heard
   t = r["transformer"]
   assert t["steps"] == 3 and _finite(t["last_train"]) and _finite(t["validation"])
   assert np.isfinite(t["validation"]["loss"]) and t["validation"]["loss"] > 0
+  assert np.isfinite(t["validation"]["loss/text_in"]) and t["validation"]["loss/text_in"] > 0
   ev = r["evaluate"]
   assert os.path.exists(ev["report"]) and len(ev["timelines"]) == 2 * 3  # reference, codec, model rows
   assert all(os.path.getsize(p) > 1000 for p in ev["timelines"])

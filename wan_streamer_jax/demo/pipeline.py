@@ -129,7 +129,7 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
     key = f"{kind}_codec"
     if key in r:
       ev = r[key]["eval"]
-      keys = ("stoi", "mel_distance", "psnr", "ssim", "loss")
+      keys = ("stoi", "mel_distance", "psnr", "ssim", "shape_colour_accuracy", "loss")
       row(key, f"{r[key]['steps']} steps; held-out " + ", ".join(
           f"{k} {_fmt(v)}" for k, v in ev.items() if any(k.startswith(p) for p in keys) and
           isinstance(v, (int, float))))
@@ -140,7 +140,7 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
     row("transformer", f"{t['steps']} steps; train loss {_fmt(t['first_train'].get('loss'))} -> "
         f"{_fmt(t['last_train'].get('loss'))}; validation loss {_fmt(t['validation'].get('loss'))} (text_out "
         f"{_fmt(t['validation'].get('loss/text_out'))}, audio_out {_fmt(t['validation'].get('loss/audio_out'))}, "
-        f"video_out {_fmt(t['validation'].get('loss/video_out'))})")
+        f"video_out {_fmt(t['validation'].get('loss/video_out'))}, text_in {_fmt(t['validation'].get('loss/text_in'))})")
   if "evaluate" in r:
     row("evaluate", f"{r['evaluate']['dialogues']} held-out test dialogues; rows " +
         ", ".join(r["evaluate"]["headline"]) + " (table below)")
