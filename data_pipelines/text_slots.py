@@ -71,6 +71,8 @@ def heard_events(turns) -> list[TextEvent]:
   `turns`: the corpus metadata's turns (`speaker`, `kind`, `words` = `[word, first_unit, last_unit]`,
   `end_unit`). Typed turns are left out (they are in the text stream itself). A word enters one unit
   after it ends so that predicting unit t + 1 from unit t asks for the words heard up to unit t.
+  END_OF_TURN closes each user utterance (a corpus turn: the parts of a story told with pauses between
+  them are turns of their own), so it marks where the user stopped, not who has the floor.
   """
   events = []
   for t in turns:

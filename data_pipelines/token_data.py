@@ -165,9 +165,9 @@ def tokenize_conversation(ex: dict, cfg: Config, encode_audio, encode_video) -> 
     val = ex.get(key, b"")
     out[key] = val.decode() if isinstance(val, bytes) else str(val)
   out["answer_unit"] = np.int32(ex.get("answer_unit", -1))
-  if "metadata" in ex:
-    meta = ex["metadata"]
-    turns = json.loads(meta.decode() if isinstance(meta, bytes) else str(meta))["turns"]
+  meta = ex.get("metadata")
+  turns = json.loads(meta.decode() if isinstance(meta, bytes) else str(meta)).get("turns") if meta else None
+  if turns is not None:  # the synthetic corpus' timeline (recorded conversations have none)
     out["heard_text"] = text_slots.layout_text(text_slots.heard_events(turns), units, cfg.text.text_slots)[0]
   check_example(cfg, out, f"tokenized conversation {out['conversation_id']!r}")
   return out

@@ -1,11 +1,13 @@
 """`loss.text_in_target="heard"`: the user's spoken words as text_in's targets (inputs unchanged)."""
 
+import json
+
 import numpy as np
 import pytest
 
 from data_pipelines import pipelines, text_slots
 from data_pipelines.packing import TokenWindow, heard_targets
-from data_pipelines.token_data import random_token_example
+from data_pipelines.token_data import random_token_example, tokenize_conversation
 from tests.helpers import tiny_config
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import TextConfig
@@ -93,6 +95,29 @@ def test_the_pipeline_feeds_target_tokens_and_the_loss_reads_them():
   assert abs(float(heard["loss/text_in"]) - float(base["loss/text_in"])) > 1e-3  # the targets reached the loss
   for g in ("video_in", "audio_in", "video_out", "audio_out", "text_out"):
     np.testing.assert_allclose(heard[f"loss/{g}"], base[f"loss/{g}"], rtol=1e-6)
+
+
+def _tokenize(metadata):
+  units, s = 6, CFG.text.text_slots
+  spu = CFG.audio.samples_per_unit
+  conv = {"num_units": np.int32(units), "user_audio": np.zeros(units * spu, np.float32),
+          "model_audio": np.zeros(units * spu, np.float32),
+          "user_video": np.zeros((units * 4, CFG.video.height, CFG.video.width, 3), np.uint8),
+          "model_video": np.zeros((units * 4, CFG.video.height, CFG.video.width, 3), np.uint8),
+          "user_text": np.full((units, s), TextConfig.MISSING, np.int32),
+          "model_text": np.full((units, s), TextConfig.PAD, np.int32),
+          "user_camera_on": np.ones(units, bool), "metadata": metadata}
+  audio = lambda w: np.zeros((1, units * 4, CFG.audio.num_quantizers), np.int32)  # noqa: E731
+  video = lambda f: np.zeros((1, units, CFG.video.tokens_per_unit), np.int32)  # noqa: E731
+  return tokenize_conversation(conv, CFG, audio, video)
+
+
+def test_tokenizing_writes_heard_text_from_the_corpus_timeline_only():
+  ex = _tokenize(json.dumps({"turns": TURNS}).encode())
+  assert text_slots.decode_slots(ex["heard_text"]) == "what colour"  # its END_OF_TURN falls past unit 5
+  assert (ex["text_in"] == TextConfig.MISSING).all()  # the input stream is untouched
+  # a recorded conversation (no timeline in its metadata) tokenises without it
+  assert "heard_text" not in _tokenize(json.dumps({"source_folder": "/x", "transcript": None}))
 
 
 def test_a_bad_text_in_target_is_refused():
