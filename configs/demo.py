@@ -1,10 +1,11 @@
 """The documented demo (`python -m launch.demo`): what 2 CPU cores can learn in about an hour of training.
 
-Chosen for the CPU from FLOPs (`python -m launch.describe --config=demo`: 1.0e7 train FLOPs per token,
-6,336 tokens per step, so 6.4e10 FLOPs per step; measured on 2 idle cores: 1.59 s per step in
-`launch.bench --what=train_step --config=configs/demo.py` (MFU 0.21: width 128 is small for the
-matmul units), 1.86 s per step in the documented run with its data pipeline, evaluations and
-checkpoints: 2,500 steps in 78 minutes), against
+Chosen for the CPU from FLOPs (`python -m launch.describe --config=demo`: 1.0e7 train FLOPs per token
+in the first documented run, 1.21e7 now with the depth head and 8000 video codes; 6,336 tokens per
+step; measured on 2 idle cores for the first run: 1.59 s per step in `launch.bench --what=train_step
+--config=configs/demo.py` (MFU 0.21: width 128 is small for the matmul units), 1.86 s per step in
+the documented run with its data pipeline, evaluations and checkpoints: 2,500 steps in 78 minutes;
+the run as shipped: 1.94 s per step, 81 minutes, beside niced tests), against
 `small` (176 tokens per unit, trained on 8-unit windows of its 64-unit window):
 - 32x32 video with a 16x16 stride: 4 video tokens per unit and direction (small: 64), each an
   8000-code FSQ(8,8,5,5,5) cell. With 1000 codes (FSQ(8,5,5,5), the first two documented runs) the
@@ -13,7 +14,9 @@ checkpoints: 2,500 steps in 78 minutes), against
   `contrast_weight=12`) brought it to 0.65, and 8000 codes with it to 0.83 (PSNR 25.7 -> 26.0 dB).
 - the small config's audio codec (16 kHz, 4 x FSQ(8,5,5,5), ~1 kbps): 16 tokens per unit and direction
   (speech intelligibility is where tokens are worth spending).
-- 4 text slots: 48 tokens per unit in all.
+- 4 text slots: 48 tokens per unit in all. text_in's targets are the user's words as heard
+  (`loss.text_in_target="heard"`, weight 1): in spoken turns the text stream is MISSING and nothing
+  else makes the trunk tell which word the user said.
 - an attention window of 24 units (3.84 s: a question and the start of its answer) plus 1 sink, and
   training windows of sink + window + 8 = 33 units: every window covers the whole attention span used
   when streaming (its last 9 queries see exactly what streaming sees) and its sink is the
