@@ -92,6 +92,7 @@ def test_every_stage_writes_finite_outputs(chain):
   assert t["steps"] == 3 and _finite(t["last_train"]) and _finite(t["validation"])
   assert np.isfinite(t["validation"]["loss"]) and t["validation"]["loss"] > 0
   assert np.isfinite(t["validation"]["loss/text_in"]) and t["validation"]["loss/text_in"] > 0
+  assert t["hearing"]["bytes"] > 0 and 0.0 <= t["hearing"]["byte_accuracy"] <= 1.0  # the hearing probe ran
   ev = r["evaluate"]
   assert os.path.exists(ev["report"]) and len(ev["timelines"]) == 2 * 3  # reference, codec, model rows
   assert all(os.path.getsize(p) > 1000 for p in ev["timelines"])

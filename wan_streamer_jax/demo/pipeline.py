@@ -140,7 +140,9 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
     row("transformer", f"{t['steps']} steps; train loss {_fmt(t['first_train'].get('loss'))} -> "
         f"{_fmt(t['last_train'].get('loss'))}; validation loss {_fmt(t['validation'].get('loss'))} (text_out "
         f"{_fmt(t['validation'].get('loss/text_out'))}, audio_out {_fmt(t['validation'].get('loss/audio_out'))}, "
-        f"video_out {_fmt(t['validation'].get('loss/video_out'))}, text_in {_fmt(t['validation'].get('loss/text_in'))})")
+        f"video_out {_fmt(t['validation'].get('loss/video_out'))}, text_in {_fmt(t['validation'].get('loss/text_in'))})"
+        + (f"; heard-word bytes right {_fmt(t['hearing']['byte_accuracy'])} (answer words "
+           f"{_fmt(t['hearing']['answer_byte_accuracy'])})" if "hearing" in t else ""))
   if "evaluate" in r:
     row("evaluate", f"{r['evaluate']['dialogues']} held-out test dialogues; rows " +
         ", ".join(r["evaluate"]["headline"]) + " (table below)")

@@ -108,10 +108,24 @@ def run_transformer(plan: DemoPlan, stage_dir: str, token_dir: str, progress: bo
   if summary.stopped:
     raise Interrupted(f"Transformer stopped at step {summary.end_step}")
   first = next((r for r in summary.history if r.get("step") == 0), None)
-  return {"run_dir": stage_dir, "steps": summary.end_step,
-          "first_train": _scalars(first or {}),
-          "last_train": _scalars(_last_record(os.path.join(stage_dir, "metrics.jsonl"), "train")),
-          "validation": _scalars(summary.final)}
+  out = {"run_dir": stage_dir, "steps": summary.end_step,
+         "first_train": _scalars(first or {}),
+         "last_train": _scalars(_last_record(os.path.join(stage_dir, "metrics.jsonl"), "train")),
+         "validation": _scalars(summary.final)}
+  if cfg.loss.text_in_target == "heard":  # does it hear the user's words? (validation, teacher-forced)
+    out["hearing"] = hearing_probe(stage_dir, token_dir)
+  return out
+
+
+def hearing_probe(model_dir: str, token_dir: str, split: str = "validation") -> dict:
+  """`evaluation.hearing.heard_word_accuracy` of a trained Transformer on a token split."""
+  from flax import nnx
+  from data_pipelines.token_data import TokenDataSource
+  from wan_streamer_jax.evaluation.hearing import heard_word_accuracy
+  from wan_streamer_jax.train.checkpoint import load_model
+  model, cfg, _, _ = load_model(model_dir, "transformer")
+  forward = nnx.jit(lambda m, t, s, u: m(t, s, u))
+  return heard_word_accuracy(lambda t, s, u: forward(model, t, s, u), cfg, TokenDataSource(token_dir, split))
 
 
 def demo_engine(model_dir: str, audio_dir: str, video_dir: str, num_slots: int):

@@ -1,0 +1,102 @@
+"""Does the trunk hear the user? Greedy text_in predictions against the words as heard, teacher-forced.
+
+With `loss.text_in_target="heard"` the text_in slots of unit t predict the user's words that ended in
+unit t (`text_slots.heard_events`). This probe runs the training forward over whole held-out
+conversations and scores the argmax at those slots: over all heard bytes, and over the bytes of the
+words that carry an answer (the phrase of a repeat request, the conversation's `expected_answer`),
+which are rarer than the template words around them ("repeat after me:"). The model's bytes are drawn
+in parallel per unit, so its transcript reads as letter salad even when most bytes are right; the
+accuracies are the figure, the transcripts are for reading.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_pipelines import text_slots
+from data_pipelines.packing import heard_targets, window_tokens
+from wan_streamer_jax import schedule
+from wan_streamer_jax.config import GROUPS, Config, ConfigError, TextConfig
+
+
+def _norm(word: str) -> str:
+  return word.strip(".,!?:;").lower()
+
+
+def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
+  """bool like `heard` `[units, slots]`: the bytes of every run of heard words that says `answer`."""
+  flat = heard.reshape(-1)
+  words, start = [], 0  # (normalised word, first position, end position)
+  for i, tok in enumerate(flat):
+    if tok == TextConfig.WORD_END:
+      text = bytes(int(t) for t in flat[start:i] if t < 256).decode("utf-8", "replace")
+      words.append((_norm(text), start, i))
+      start = i + 1
+    elif tok >= 256:
+      start = i + 1
+  target = [_norm(w) for w in answer.split()]
+  mask = np.zeros(flat.shape, bool)
+  for j in range(len(words) - len(target) + 1):
+    if target and [w for w, _, _ in words[j:j + len(target)]] == target:
+      for _, a, b in words[j:j + len(target)]:
+        mask[a:b] = flat[a:b] < 256
+  return mask.reshape(heard.shape)
+
+
+def heard_word_accuracy(logits_fn, cfg: Config, source, *, max_conversations: int | None = None,
+                        examples: int = 6) -> dict:
+  """Teacher-forced greedy accuracy of the text_in slots on heard words, whole conversations.
+
+  Args:
+    logits_fn: `(tokens, segment_ids, unit_ids)` int32 `[1, units * L]` -> `{kind: [1, n_kind, V]}`.
+    cfg: the model's config (`loss.text_in_target` must be "heard").
+    source: token examples with `heard_text` (`token_data.TokenDataSource`).
+    max_conversations: score at most this many of `source`.
+    examples: transcripts `{"heard", "model"}` of repeat requests returned for reading.
+  Returns:
+    {"byte_accuracy", "bytes", "pad_accuracy", "answer_byte_accuracy", "answer_bytes",
+     "conversations", "examples"}.
+  """
+  if cfg.loss.text_in_target != "heard":
+    raise ConfigError(f"heard_word_accuracy: needs loss.text_in_target='heard', got {cfg.loss.text_in_target!r}")
+  layout = schedule.unit_layout(cfg)
+  L, S = layout.tokens_per_unit, cfg.text.text_slots
+  text_in = layout.take_kind(layout.group[None], "text")[0] == GROUPS.index("text_in")
+  counts = dict(hits=0, n=0, pad_hits=0, pad_n=0, ans_hits=0, ans_n=0)
+  shown = []
+  total = len(source) if max_conversations is None else min(len(source), int(max_conversations))
+  for i in range(total):
+    ex = source[i]
+    units = int(ex["num_units"])
+    tokens = window_tokens(layout, ex, 0, units)[None]
+    target = window_tokens(layout, heard_targets(ex), 0, units)[None]
+    seg = np.ones_like(tokens)
+    uid = np.repeat(np.arange(units, dtype=np.int32), L)[None]
+    sel = np.tile(text_in, units)
+    pred = np.asarray(logits_fn(tokens, seg, uid)["text"]).argmax(-1)[0][sel]  # [units * S]
+    tgt, valid = (np.asarray(x) for x in schedule.next_unit_targets(target, seg, L, uid))
+    t = np.asarray(layout.take_kind(tgt, "text"))[0][sel]
+    v = np.asarray(layout.take_kind(valid, "text"))[0][sel]
+    word, pad = (t < 256) & v, (t == TextConfig.PAD) & v
+    ok = pred == t
+    counts["hits"] += int(ok[word].sum())
+    counts["n"] += int(word.sum())
+    counts["pad_hits"] += int(ok[pad].sum())
+    counts["pad_n"] += int(pad.sum())
+    answer = str(ex.get("expected_answer", ""))
+    if "repeat" in str(ex.get("task", "")) and answer:
+      # target unit u + 1 sits at row u: the mask of the heard stream, shifted the same way
+      ans = answer_byte_mask(t.reshape(units, S), answer).reshape(-1) & v
+      counts["ans_hits"] += int(ok[ans].sum())
+      counts["ans_n"] += int(ans.sum())
+      if len(shown) < examples and ans.any():
+        rows = np.flatnonzero(ans.reshape(units, S).any(-1))
+        lo, hi = max(int(rows[0]) - 6, 0), int(rows[-1]) + 2
+        shown.append({"answer": answer,
+                      "heard": text_slots.decode_slots(t.reshape(units, S)[lo:hi]),
+                      "model": text_slots.decode_slots(pred.reshape(units, S)[lo:hi])})
+  c = counts
+  return {"byte_accuracy": c["hits"] / max(c["n"], 1), "bytes": c["n"],
+          "pad_accuracy": c["pad_hits"] / max(c["pad_n"], 1),
+          "answer_byte_accuracy": c["ans_hits"] / max(c["ans_n"], 1), "answer_bytes": c["ans_n"],
+          "conversations": total, "examples": shown}
