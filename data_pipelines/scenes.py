@@ -57,11 +57,12 @@ def shape_core(height: int, width: int) -> np.ndarray:
   return (xx + 0.5 - SHAPE_X * width) ** 2 + (yy + 0.5 - SHAPE_Y * height) ** 2 <= r ** 2
 
 
+_PALETTE = np.array(list(SHAPE_COLOURS.values()), np.float32)
+
+
 def nearest_shape_colour(rgb) -> str:
   """The SHAPE_COLOURS name nearest to an RGB triple (0..255)."""
-  names = list(SHAPE_COLOURS)
-  pal = np.array([SHAPE_COLOURS[n] for n in names], np.float32)
-  return names[int(np.argmin(((pal - np.asarray(rgb, np.float32)) ** 2).sum(-1)))]
+  return list(SHAPE_COLOURS)[int(np.argmin(((_PALETTE - np.asarray(rgb, np.float32)) ** 2).sum(-1)))]
 
 
 def render_user_video(style: SceneStyle, mouth_open: np.ndarray, shape_visible: np.ndarray,

@@ -17,10 +17,7 @@ from data_pipelines import text_slots
 from data_pipelines.packing import heard_targets, window_tokens
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, Config, ConfigError, TextConfig
-
-
-def _norm(word: str) -> str:
-  return word.strip(".,!?:;").lower()
+from wan_streamer_jax.evaluation.timelines import normalise_word
 
 
 def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
@@ -30,11 +27,11 @@ def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
   for i, tok in enumerate(flat):
     if tok == TextConfig.WORD_END:
       text = bytes(int(t) for t in flat[start:i] if t < 256).decode("utf-8", "replace")
-      words.append((_norm(text), start, i))
+      words.append((normalise_word(text), start, i))
       start = i + 1
     elif tok >= 256:
       start = i + 1
-  target = [_norm(w) for w in answer.split()]
+  target = [normalise_word(w) for w in answer.split()]
   mask = np.zeros(flat.shape, bool)
   for j in range(len(words) - len(target) + 1):
     if target and [w for w, _, _ in words[j:j + len(target)]] == target:
