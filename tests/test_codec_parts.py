@@ -9,7 +9,8 @@ from flax import nnx
 from wan_streamer_jax.codecs import losses, metrics
 from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalISTFTHead, CausalSTFTFrontend,
                                                  CausalUpsample, depth_to_space, space_to_depth)
-from wan_streamer_jax.codecs.fsq import ResidualFSQ, fsq_codes_to_values, fsq_quantize
+from wan_streamer_jax.codecs.fsq import (ResidualFSQ, fsq_bound, fsq_codes_to_values, fsq_quantize,
+                                         soft_code_entropy)
 
 
 @pytest.mark.parametrize("kernel_t,stride,dilation,spatial", [
@@ -110,6 +111,52 @@ def test_residual_fsq_decode_matches_and_missing_is_neutral():
   partial = rfsq.decode(missing)
   first_only = fsq_codes_to_values(codes[..., 0], rfsq.levels) @ rfsq.w_out[0] + rfsq.b_out[0]
   np.testing.assert_allclose(partial, first_only, atol=1e-5)
+
+
+def test_soft_code_entropy_measures_code_usage_and_its_gradient_spreads_the_codes():
+  levels = (8, 5, 5)
+  lv = np.asarray(levels)
+  half_width = np.floor(lv / 2)
+  every = np.stack(np.meshgrid(*[np.arange(n) for n in levels], indexing="ij"), -1).reshape(-1, 3)
+  centred = jnp.asarray(every - half_width, jnp.float32)  # each code once, digits at the level centres
+  assert float(soft_code_entropy(centred, levels, temperature=0.05)) > 0.99
+  one = jnp.zeros((64, 3))
+  assert float(soft_code_entropy(one, levels, temperature=0.05)) < 0.01
+  # Half the codes used equally: log(100) / log(200) of the maximum.
+  half = centred[: every.shape[0] // 2]
+  np.testing.assert_allclose(float(soft_code_entropy(half, levels, temperature=0.05)),
+                             np.log(half.shape[0]) / np.log(every.shape[0]), atol=0.01)
+  # A mask restricts the histogram: only zeros counted -> 0; zeros masked out -> every code again.
+  mixed = jnp.concatenate([centred, jnp.zeros((200, 3))])
+  mask = jnp.arange(mixed.shape[0]) < every.shape[0]
+  assert float(soft_code_entropy(mixed, levels, temperature=0.05, mask=~mask)) < 0.01
+  assert float(soft_code_entropy(mixed, levels, temperature=0.05, mask=mask)) > 0.99
+  assert float(soft_code_entropy(mixed, levels, temperature=0.05)) < 0.95
+  # The hard code histogram agrees: fsq_quantize of these digits gives the codes counted.
+  z = jnp.asarray(np.random.default_rng(0).normal(0.0, 0.2, (256, 3)), jnp.float32)  # squeezed near 0
+  ent = lambda z: soft_code_entropy(fsq_bound(z, levels), levels)
+  step = z
+  for _ in range(10):  # ascent (the batch mean makes each position's gradient ~1/256) spreads the digits
+    step = step + 100.0 * jax.grad(ent)(step)
+  assert float(ent(step)) > float(ent(z)) + 0.02
+  codes = lambda z: len(np.unique(np.asarray(fsq_quantize(z, levels)[1])))
+  assert codes(step) > codes(z)
+
+
+def test_entropy_weight_adds_the_usage_term_to_the_codec_loss():
+  from wan_streamer_jax.codecs import AudioCodec, training
+  from wan_streamer_jax.config import AudioCodecConfig, Config
+  arch = dict(sample_rate=16000, num_quantizers=2, channels=(8, 16), strides=(160, 4), dilations=(1,), latent_dim=8)
+  model = AudioCodec(AudioCodecConfig(**arch), rngs=nnx.Rngs(0))
+  x = {"audio": jnp.asarray(0.1 * np.random.default_rng(1).standard_normal((2, 2560)), jnp.float32)}
+  base = Config().replace(audio=arch, codec_train=dict(kind="audio"))
+  loss0, m0 = training.loss_fn("audio", base)(model, x)
+  loss1, m1 = training.loss_fn("audio", base.replace(codec_train=dict(kind="audio", entropy_weight=2.0)))(model, x)
+  ent = np.array([float(m0["code_entropy/q0"]), float(m0["code_entropy/q1"])])
+  assert np.all((ent > 0) & (ent < 1))
+  np.testing.assert_allclose(float(loss1) - float(loss0), 2.0 * np.mean(1.0 - ent), rtol=1e-4)
+  with pytest.raises(ValueError, match="codec_train.entropy_weight"):
+    base.replace(codec_train=dict(kind="audio", entropy_weight=-1.0))
 
 
 def test_audio_losses_and_metrics():

@@ -29,6 +29,8 @@ from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalISTFTHead, Ca
 from wan_streamer_jax.codecs.fsq import ResidualFSQ
 from wan_streamer_jax.config import AudioCodecConfig
 
+SPEECH_RMS = 0.02  # a 40 ms frame with this RMS is speech, not the corpus' microphone noise
+
 
 class AudioEncoder(nnx.Module):
   """`[B, T, 1]` -> latent `[B, T / samples_per_frame, latent_dim]`."""
@@ -134,12 +136,16 @@ class AudioCodec(StreamingCodec):
   def postprocess(self, y):
     return jnp.clip(y, -1.0, 1.0)
 
-  def __call__(self, x):
-    """Training forward (offline, straight-through): `[B, T]` -> dict(recon `[B, T]`, codes, latent)."""
+  def __call__(self, x, with_entropy: bool = False):
+    """Training forward (offline, straight-through): `[B, T]` -> dict(recon `[B, T]`, codes, latent,
+    code_entropy `[Q]` (the batch's soft code entropy per stage over its speech frames, 40 ms RMS >
+    SPEECH_RMS, in [0, 1]; None unless `with_entropy`))."""
     z, _ = self.encoder(x[..., None], self.encoder.init_state(x.shape[0]))
-    zq, codes = self.quantizer(z)
+    frames = x[:, : z.shape[1] * self.cfg.samples_per_frame].reshape(x.shape[0], z.shape[1], -1)
+    speech = jnp.sqrt(jnp.mean(frames * frames, axis=-1)) > SPEECH_RMS
+    zq, codes, entropy = self.quantizer.quantize(z, with_entropy, entropy_mask=speech)
     y, _ = self.decoder(zq, self.decoder.init_state(x.shape[0]))
-    return {"recon": y[..., 0], "codes": codes, "latent": z}
+    return {"recon": y[..., 0], "codes": codes, "latent": z, "code_entropy": entropy}
 
   # --- validation -------------------------------------------------------------
   def check_input(self, x, *, unit: bool, concrete_checks: bool = True, sample_rate: int | None = None):

@@ -55,6 +55,13 @@ def _perplexity(codes: jax.Array, size: int) -> jax.Array:
   return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.maximum(p, 1e-12)), 0.0), axis=-1))
 
 
+def _with_entropy(loss: jax.Array, entropy: jax.Array, weight: float) -> tuple[jax.Array, dict]:
+  """loss + weight * mean(1 - entropy) (`entropy` `[Q]` in [0, 1]); the entropies as metrics."""
+  if weight:
+    loss = loss + weight * jnp.mean(1.0 - entropy)
+  return loss, {f"code_entropy/q{i}": entropy[i] for i in range(entropy.shape[0])}
+
+
 def loss_fn(kind: str, cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
   """`(model, batch) -> (loss, metrics)` for one codec kind."""
   if kind == "audio":
@@ -62,22 +69,24 @@ def loss_fn(kind: str, cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, di
 
     def f(model, batch):
       x = batch["audio"]
-      out = model(x)
+      out = model(x, with_entropy=True)
       loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=w.l1_weight,
                                       stft=w.stft_weight, mel=w.mel_weight)
+      loss, ent = _with_entropy(loss, out["code_entropy"], w.entropy_weight)
       ppl = _perplexity(out["codes"], a.codebook_size)
-      return loss, {"loss": loss, **parts, **{f"perplexity/q{i}": ppl[i] for i in range(a.num_quantizers)}}
+      return loss, {"loss": loss, **parts, **ent, **{f"perplexity/q{i}": ppl[i] for i in range(a.num_quantizers)}}
     return f
 
   v, w = cfg.video, cfg.codec_train
 
   def g(model, batch):
     x = frames_to_float(batch["video"])
-    out = model(x)
+    out = model(x, with_entropy=True)
     loss, parts = losses.video_loss(out["recon"], x, l1=w.l1_weight, l2=w.l2_weight, ssim_weight=w.ssim_weight,
                                       contrast_weight=w.contrast_weight)
+    loss, ent = _with_entropy(loss, out["code_entropy"], w.entropy_weight)
     mse255 = jnp.mean(((out["recon"] - x) * 127.5) ** 2)
-    return loss, {"loss": loss, **parts, "psnr": 10 * jnp.log10(255.0 ** 2 / jnp.maximum(mse255, 1e-10)),
+    return loss, {"loss": loss, **parts, **ent, "psnr": 10 * jnp.log10(255.0 ** 2 / jnp.maximum(mse255, 1e-10)),
                   "perplexity/q0": _perplexity(out["codes"][..., None], v.codebook_size)[0]}
   return g
 

@@ -150,12 +150,13 @@ class VideoCodec(StreamingCodec):
   def postprocess(self, y):
     return float_to_frames(y)
 
-  def __call__(self, x):
-    """Training forward (offline, straight-through): float `[B, T, H, W, 3]` in [-1, 1] -> dict."""
+  def __call__(self, x, with_entropy: bool = False):
+    """Training forward (offline, straight-through): float `[B, T, H, W, 3]` in [-1, 1] -> dict(recon,
+    codes, latent, code_entropy `[1]` (soft code entropy in [0, 1]; None unless `with_entropy`))."""
     z, _ = self.encoder(x, self.encoder.init_state(x.shape[0]))
-    zq, codes = self.quantizer(z)
+    zq, codes, entropy = self.quantizer.quantize(z, with_entropy)
     y, _ = self.decoder(zq, self.decoder.init_state(x.shape[0]))
-    return {"recon": y, "codes": codes[..., 0], "latent": z}
+    return {"recon": y, "codes": codes[..., 0], "latent": z, "code_entropy": entropy}
 
   # --- validation -------------------------------------------------------------
   def check_input(self, x, *, unit: bool, concrete_checks: bool = True, fps: float | None = None):
