@@ -22,6 +22,7 @@ _OUT = flags.DEFINE_string("out", None, "Also write the JSON to this file.")
 _AUDIO_CODEC = flags.DEFINE_string("audio_codec", None, "codec_quality: a launch.train_codec audio run directory.")
 _SETS = flags.DEFINE_list("sets", None, "codec_quality: utterance sets to score (default all: in_domain, "
                           "validation_voices, test_voices); choose settings without test_voices.")
+_PNG = flags.DEFINE_string("png", None, "codec_quality: also draw spectrograms (reference, ours, Codec2) here.")
 _CONFIG = common.config_flag("small", "Model/run config file.")
 _STREAM_UNITS = flags.DEFINE_integer("stream_units", 200, "--what=stream: units of the single-session run.")
 _STREAM_POOL_UNITS = flags.DEFINE_integer("stream_pool_units", 60, "--what=stream: units per pool size.")
@@ -41,6 +42,8 @@ def main(argv):
     kwargs = {"audio_codec": _AUDIO_CODEC.value}
     if _SETS.value:
       kwargs["sets"] = tuple(_SETS.value)
+    if _PNG.value:
+      kwargs["spectrogram_png"] = _PNG.value
   result = {"what": _WHAT.value, "config": cfg.name, **module.run(cfg, **kwargs)}
   text = json.dumps(result, sort_keys=True)
   print(text, flush=True)

@@ -76,7 +76,12 @@ def test_codec_quality_benchmark_scores_our_codec_and_codec2(tmp_path):
                                       config=ocp.args.JsonSave({"kind": "audio", "config": cfg.to_dict()})))
   mgr.wait_until_finished()
   mgr.close()
-  res = codec_quality.run(cfg, audio_codec=str(tmp_path), utterances=2)
+  png = str(tmp_path / "spectrograms.png")
+  res = codec_quality.run(cfg, audio_codec=str(tmp_path), utterances=2, spectrogram_png=png)
+  import matplotlib.image
+  assert res["spectrogram_png"] == png
+  image = matplotlib.image.imread(png)  # 3 sets x 4 signals: wider than tall, not blank
+  assert image.shape[1] > image.shape[0] and float(np.std(image[..., :3])) > 0.05
   for name in codec_quality.SETS:
     entry = res[name]
     assert set(entry) == {"ours", "codec2_1200", "codec2_3200", "ours_minus_codec2_1200"}

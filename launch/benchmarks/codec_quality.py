@@ -14,6 +14,8 @@ Figures per set and codec (means over utterances): stoi, pesq_nb, pesq_wb,
 log_mel_distance (0-8 kHz: a 4 kHz codec is charged for the missing band), si_snr_db; plus
 bitrate_bps, Codec2's delay in samples, and, per set, `ours_minus_codec2_1200` for STOI and
 PESQ-NB. Utterances are deterministic (seeded); the synthesizer's output is bit-stable.
+`spectrogram_png` (`launch.bench --png=`) also draws each set's first utterance: reference, ours and
+both Codec2 modes side by side.
 """
 
 from __future__ import annotations
@@ -90,7 +92,38 @@ def _our_roundtrip(codec, refs: list[np.ndarray], batch: int = 8) -> list[np.nda
   return out
 
 
-def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets: tuple[str, ...] = SETS) -> dict:
+def write_spectrograms(path: str, rows: dict[str, dict[str, np.ndarray]], sample_rate: int,
+                       seconds: float = 3.0) -> str:
+  """PNG of log-magnitude spectrograms (0-5 kHz, 32 ms Hann, 8 ms hop): one row per set, one column per
+  signal (`rows[set][signal]`, `[T]` float32), each titled with its STOI against the set's reference."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from wan_streamer_jax.codecs import metrics
+  n_fft, hop = sample_rate // 31, sample_rate // 125
+  names = list(next(iter(rows.values())))
+  fig, axes = plt.subplots(len(rows), len(names), figsize=(4.2 * len(names), 2.6 * len(rows)), squeeze=False)
+  for r, (set_name, signals) in enumerate(rows.items()):
+    ref = signals["reference"]
+    for c, name in enumerate(names):
+      y = signals[name][: int(seconds * sample_rate)]
+      frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop] * np.hanning(n_fft)
+      db = 20 * np.log10(np.abs(np.fft.rfft(frames, axis=-1)).T + 1e-5)
+      top = int(5000 / (sample_rate / 2) * db.shape[0])
+      ax = axes[r, c]
+      ax.imshow(db[:top], origin="lower", aspect="auto", cmap="magma", vmin=db.max() - 80, vmax=db.max(),
+                extent=(0, y.size / sample_rate, 0, 5.0))
+      ax.set_title(f"{set_name}: {name}  STOI {metrics.stoi(signals[name], ref, sample_rate):.3f}", fontsize=8)
+      ax.set_xlabel("s", fontsize=7)
+      ax.set_ylabel("kHz", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path
+
+
+def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets: tuple[str, ...] = SETS,
+        spectrogram_png: str | None = None) -> dict:
   from wan_streamer_jax.codecs import codec2, training
   if not audio_codec:
     raise ValueError("codec_quality: expected --audio_codec=<launch.train_codec run directory> (a trained "
@@ -113,13 +146,19 @@ def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets:
             "ours_bitrate_bps": round(codec.cfg.bitrate_bps, 1),
             "codec2_delay_samples": {str(m): d for m, d in delays.items()},
             "seconds_per_set": {n: round(float(sum(u.size for u in s) / sr), 1) for n, s in sets.items()}}
+  first = {}
   for name, refs in sets.items():
     ours = _our_roundtrip(codec, refs)
     entry = {"ours": _mean_scores(ours, refs, sr)}
+    first[name] = {"reference": refs[0], "ours": ours[0]}
     for m, c in refs_c2.items():
-      entry[f"codec2_{m}"] = _mean_scores([c.roundtrip(x, sr, delay=delays[m]) for x in refs], refs, sr)
+      decoded = [c.roundtrip(x, sr, delay=delays[m]) for x in refs]
+      entry[f"codec2_{m}"] = _mean_scores(decoded, refs, sr)
+      first[name][f"codec2_{m}"] = decoded[0]
     entry["ours_minus_codec2_1200"] = {k: round(entry["ours"][k] - entry["codec2_1200"][k], 4)
                                        for k in ("stoi", "pesq_nb")}
     result[name] = entry
   result["seconds"] = round(time.perf_counter() - t0, 1)
+  if spectrogram_png:
+    result["spectrogram_png"] = write_spectrograms(spectrogram_png, first, sr)
   return result
