@@ -141,8 +141,10 @@ class AudioCodec(StreamingCodec):
     code_entropy `[Q]` (the batch's soft code entropy per stage over its speech frames, 40 ms RMS >
     SPEECH_RMS, in [0, 1]; None unless `with_entropy`))."""
     z, _ = self.encoder(x[..., None], self.encoder.init_state(x.shape[0]))
-    frames = x[:, : z.shape[1] * self.cfg.samples_per_frame].reshape(x.shape[0], z.shape[1], -1)
-    speech = jnp.sqrt(jnp.mean(frames * frames, axis=-1)) > SPEECH_RMS
+    speech = None
+    if with_entropy:
+      frames = x[:, : z.shape[1] * self.cfg.samples_per_frame].reshape(x.shape[0], z.shape[1], -1)
+      speech = jnp.sqrt(jnp.mean(frames * frames, axis=-1)) > SPEECH_RMS
     zq, codes, entropy = self.quantizer.quantize(z, with_entropy, entropy_mask=speech)
     y, _ = self.decoder(zq, self.decoder.init_state(x.shape[0]))
     return {"recon": y[..., 0], "codes": codes, "latent": z, "code_entropy": entropy}

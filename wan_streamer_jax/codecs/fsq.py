@@ -20,6 +20,7 @@ joint over all `prod(levels)` codes), divided by `log(prod(levels))` -- 1.0 when
 the batch uses every code equally. Its gradient spreads the bounded values
 over the levels; training can maximise it (`codec_train.entropy_weight`): a
 1 kbps audio codec used ~7 of its 10 bits per stage without it.
+
 Ids outside `[0, codebook_size)` (e.g. a stream's MISSING id) decode to a zero
 contribution, so a missing frame is a neutral latent, not an arbitrary code.
 """
@@ -84,8 +85,12 @@ def soft_code_entropy(bounded: jax.Array, levels: tuple[int, ...], temperature: 
 
 def fsq_quantize(z: jax.Array, levels: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
   """`z [..., D]` float -> (values `[..., D]` in [-1, 1] with straight-through grads, codes `[...]` int32)."""
+  return fsq_round(fsq_bound(z, levels), levels)
+
+
+def fsq_round(bounded: jax.Array, levels: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """Bounded digits (`fsq_bound`) -> `fsq_quantize`'s (values, codes)."""
   _, _, _, half_width, basis = _consts(tuple(levels))
-  bounded = fsq_bound(z, levels)
   rounded = jnp.round(bounded)
   q = bounded + jax.lax.stop_gradient(rounded - bounded)
   digits = (jax.lax.stop_gradient(rounded) + half_width).astype(jnp.int32)
@@ -133,10 +138,10 @@ class ResidualFSQ(nnx.Module):
     out = jnp.zeros_like(z)
     codes, entropy = [], []
     for i in range(self.num_quantizers):
-      pre = residual @ self.w_in[i] + self.b_in[i]
-      values, c = fsq_quantize(pre, self.levels)
+      bounded = fsq_bound(residual @ self.w_in[i] + self.b_in[i], self.levels)
+      values, c = fsq_round(bounded, self.levels)
       if with_entropy:
-        entropy.append(soft_code_entropy(fsq_bound(pre, self.levels), self.levels, mask=entropy_mask))
+        entropy.append(soft_code_entropy(bounded, self.levels, mask=entropy_mask))
       q = values @ self.w_out[i] + self.b_out[i]
       out = out + q
       residual = residual - jax.lax.stop_gradient(q)

@@ -20,7 +20,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wan_streamer_jax.codecs import losses, metrics
-from wan_streamer_jax.codecs.audio_codec import AudioCodec
+from wan_streamer_jax.codecs.audio_codec import SPEECH_RMS, AudioCodec
 from wan_streamer_jax.codecs.video_codec import VideoCodec, frames_to_float
 from wan_streamer_jax.config import Config, ConfigError
 
@@ -121,7 +121,7 @@ def make_train_step(kind: str, cfg: Config, graphdef, tx: optax.GradientTransfor
                  out_shardings=(p_sh, o_sh, rep), donate_argnums=(0, 1))
 
 
-def speech_activity(audio: np.ndarray, sample_rate: int, threshold: float = 0.02) -> np.ndarray:
+def speech_activity(audio: np.ndarray, sample_rate: int, threshold: float = SPEECH_RMS) -> np.ndarray:
   """`[B, T]` -> `[B]` fraction of 40 ms frames with RMS > threshold (speech, not mic noise)."""
   spf = sample_rate // 25
   frames = np.asarray(audio)[:, : audio.shape[1] // spf * spf].reshape(audio.shape[0], -1, spf)
@@ -129,7 +129,7 @@ def speech_activity(audio: np.ndarray, sample_rate: int, threshold: float = 0.02
 
 
 def speech_mask(audio: np.ndarray, sample_rate: int, min_active: float = 0.3,
-                threshold: float = 0.02) -> np.ndarray:
+                threshold: float = SPEECH_RMS) -> np.ndarray:
   """`[B, T]` -> bool `[B]`: windows with speech in at least `min_active` of their 40 ms frames."""
   return speech_activity(audio, sample_rate, threshold) >= min_active
 
