@@ -130,6 +130,10 @@ class AudioCodecConfig(_FSQVocabulary):
   #                      | conv (a causal upsampling conv by strides[0])
   fft_overlap: int = 2
   upsample: str = "subpixel"  # subpixel (causal conv to s*C channels, then depth-to-time) | repeat
+  harmonics: int = 0  # > 0: a harmonic oscillator bank beside the last stage (codecs/harmonic.py): per hop of
+  #                     strides[0] an F0 and a spectral envelope, `harmonics` sinusoids at k * F0 (0 = none)
+  pitch_input: bool = False  # the encoder also reads causal YIN pitch features per hop (codecs/pitch.py;
+  #                            needs frontend="stft")
 
   def __post_init__(self):
     spu = self.sample_rate * UNIT_SECONDS
@@ -157,6 +161,11 @@ class AudioCodecConfig(_FSQVocabulary):
       _fail("audio.frontend", "stft | conv", self.frontend)
     if self.fft_overlap < 1:
       _fail("audio.fft_overlap", "an int >= 1", self.fft_overlap)
+    if self.harmonics < 0:
+      _fail("audio.harmonics", "an int >= 0 (0 = no harmonic head)", self.harmonics)
+    if self.pitch_input and self.frontend != "stft":
+      _fail("audio.pitch_input", 'False, or frontend="stft" (the pitch features join the STFT frames)',
+            f"pitch_input=True with frontend={self.frontend!r}")
 
   @property
   def stage_channels(self) -> tuple[int, ...]:

@@ -138,6 +138,8 @@ class CodecTrainConfig:
   contrast_weight: float = 0.0  # video: per-pixel weight 1 + c * |pixel - frame mean| (losses.contrast_weights)
   entropy_weight: float = 0.0  # both: + w * mean over stages of (1 - soft code entropy) (fsq.soft_code_entropy):
   #                              pushes the batch to use every FSQ code
+  f0_weight: float = 0.0  # audio with audio.harmonics > 0: + w * |log2 F0 - log2 YIN F0| over voiced hops
+  #                         (codecs/pitch.py): the codes must carry the pitch the harmonic head plays
   role: str = "mixed"  # training windows: mixed | user | model
   speech_oversample: int = 2  # audio: draw k x batch windows, train on the most speech-active
   cache_streams: str = "auto"  # keep the trained kind's streams in memory: auto (audio only) | yes | no
@@ -155,7 +157,7 @@ class CodecTrainConfig:
     if self.kind not in ("", "audio", "video"):
       _fail("codec_train.kind", "'' (a Transformer run), audio or video", self.kind)
     for name in ("l1_weight", "stft_weight", "mel_weight", "l2_weight", "ssim_weight",
-                 "contrast_weight", "entropy_weight"):
+                 "contrast_weight", "entropy_weight", "f0_weight"):
       if getattr(self, name) < 0:
         _fail(f"codec_train.{name}", "a weight >= 0", getattr(self, name))
     for name in ("role", "eval_role"):

@@ -6,14 +6,17 @@ unit. Every layer is causal along time (`causal_conv.py`): the codes of frame
 `n` on codes up to frame `n`. Nothing looks ahead, so streaming one unit at a
 time with the carried state equals the offline call.
 
-    encoder: causal log-magnitude STFT (hop s_0; `frontend="stft"`) + 1x1 conv, or a learned
+    encoder: causal log-magnitude STFT (hop s_0; `frontend="stft"`; with `pitch_input` also causal
+             YIN pitch features per hop, `pitch.CausalPitchFrontend`) + 1x1 conv, or a learned
              causal strided conv (kernel 2*s_0); then per further stride s_i: causal strided conv
              (kernel 2*s_i); residual units after each -> causal conv to `latent_dim`
              -> residual FSQ (Q stages of `levels`)
     decoder: causal conv from `latent_dim` -> for each stage in reverse: residual units
              -> causal upsample by s_i (subpixel, kernel 2 = transposed conv with overlap); the
              last stage is a causal inverse STFT head (`head="istft"`: log-magnitude + phase)
-             or a causal upsampling conv (`head="conv"`)
+             or a causal upsampling conv (`head="conv"`); with `harmonics > 0` a harmonic
+             oscillator bank (`harmonic.py`: F0 + spectral envelope per hop) reads the same
+             last-stage features and its waveform is added
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from wan_streamer_jax.codecs.base import (CodecState, StreamingCodec, check_dtyp
 from wan_streamer_jax.codecs.causal_conv import (CausalConv, CausalISTFTHead, CausalSTFTFrontend,
                                                  CausalUpsample, ResBlock)
 from wan_streamer_jax.codecs.fsq import ResidualFSQ
+from wan_streamer_jax.codecs.harmonic import HarmonicHead
+from wan_streamer_jax.codecs.pitch import CausalPitchFrontend
 from wan_streamer_jax.config import AudioCodecConfig
 
 SPEECH_RMS = 0.02  # a 40 ms frame with this RMS is speech, not the corpus' microphone noise
@@ -41,9 +46,11 @@ class AudioEncoder(nnx.Module):
     self.blocks = nnx.List()
     cin = 1
     self.frontend = CausalSTFTFrontend(cfg.strides[0], cfg.fft_overlap) if cfg.frontend == "stft" else None
+    self.pitch = CausalPitchFrontend(cfg.strides[0], cfg.sample_rate) if cfg.pitch_input else None
     for i, (s, c) in enumerate(zip(cfg.strides, chans)):
-      if i == 0 and self.frontend is not None:  # log-magnitude frames -> C0 (1x1)
-        self.downs.append(CausalConv(self.frontend.bins, c, 1, rngs=rngs))
+      if i == 0 and self.frontend is not None:  # log-magnitude frames (+ pitch features) -> C0 (1x1)
+        extra = CausalPitchFrontend.features if self.pitch is not None else 0
+        self.downs.append(CausalConv(self.frontend.bins + extra, c, 1, rngs=rngs))
       else:
         self.downs.append(CausalConv(cin, c, 2 * s, stride=s, rngs=rngs))
       self.blocks.append(nnx.List([ResBlock(c, cfg.kernel_t, dilation=d, norm=cfg.res_norm, rngs=rngs) for d in cfg.dilations]))
@@ -51,15 +58,22 @@ class AudioEncoder(nnx.Module):
     self.out = CausalConv(cin, cfg.latent_dim, cfg.kernel_t, rngs=rngs)
 
   def init_state(self, batch: int):
-    return {"frontend": self.frontend.init_state(batch) if self.frontend is not None else None,
-            "downs": [d.init_state(batch) for d in self.downs],
-            "blocks": [[b.init_state(batch) for b in stage] for stage in self.blocks],
-            "out": self.out.init_state(batch)}
+    state = {"frontend": self.frontend.init_state(batch) if self.frontend is not None else None,
+             "downs": [d.init_state(batch) for d in self.downs],
+             "blocks": [[b.init_state(batch) for b in stage] for stage in self.blocks],
+             "out": self.out.init_state(batch)}
+    if self.pitch is not None:
+      state["pitch"] = self.pitch.init_state(batch)
+    return state
 
   def __call__(self, x, state):
     new = {"frontend": None, "downs": [], "blocks": [], "out": None}
     if self.frontend is not None:
-      x, new["frontend"] = self.frontend(x, state["frontend"])
+      wave = x
+      x, new["frontend"] = self.frontend(wave, state["frontend"])
+      if self.pitch is not None:
+        p, new["pitch"] = self.pitch(wave, state["pitch"])
+        x = jnp.concatenate([x, p], axis=-1)
     for i, (down, stage) in enumerate(zip(self.downs, self.blocks)):
       x, s = down(x if i == 0 else jax.nn.silu(x), state["downs"][i])
       new["downs"].append(s)
@@ -73,7 +87,8 @@ class AudioEncoder(nnx.Module):
 
 
 class AudioDecoder(nnx.Module):
-  """latent `[B, F, latent_dim]` -> `[B, F * samples_per_frame, 1]`."""
+  """latent `[B, F, latent_dim]` -> (`[B, F * samples_per_frame, 1]`, state, log F0 `[B, F * strides[1:]]`
+  at hop rate, or None without a harmonic head)."""
 
   def __init__(self, cfg: AudioCodecConfig, *, rngs: nnx.Rngs):
     chans = cfg.stage_channels
@@ -89,24 +104,35 @@ class AudioDecoder(nnx.Module):
       else:
         self.ups.append(CausalUpsample(chans[i], c_out, cfg.strides[i], 2, mode=cfg.upsample,
                                        init_scale=1.4 if i > 0 else 0.1, rngs=rngs))  # waveform starts quiet
+    self.harmonic = (HarmonicHead(chans[0], cfg.strides[0], cfg.sample_rate, cfg.harmonics,
+                                  cfg.strides[0] * cfg.fft_overlap // 2 + 1, rngs=rngs)
+                     if cfg.harmonics else None)
 
   def init_state(self, batch: int):
-    return {"inp": self.inp.init_state(batch),
-            "blocks": [[b.init_state(batch) for b in stage] for stage in self.blocks],
-            "ups": [u.init_state(batch) for u in self.ups]}
+    state = {"inp": self.inp.init_state(batch),
+             "blocks": [[b.init_state(batch) for b in stage] for stage in self.blocks],
+             "ups": [u.init_state(batch) for u in self.ups]}
+    if self.harmonic is not None:
+      state["harmonic"] = self.harmonic.init_state(batch)
+    return state
 
   def __call__(self, z, state):
     new = {"inp": None, "blocks": [], "ups": []}
     x, new["inp"] = self.inp(z, state["inp"])
+    log_f0 = None
     for i, (stage, up) in enumerate(zip(self.blocks, self.ups)):
       stage_states = []
       for blk, bs in zip(stage, state["blocks"][i]):
         x, s = blk(x, bs)
         stage_states.append(s)
       new["blocks"].append(stage_states)
-      x, s = up(jax.nn.silu(x), state["ups"][i])
+      h = jax.nn.silu(x)
+      x, s = up(h, state["ups"][i])
       new["ups"].append(s)
-    return x, new
+      if i == len(self.ups) - 1 and self.harmonic is not None:
+        y_h, log_f0, new["harmonic"] = self.harmonic(h, state["harmonic"])
+        x = x + y_h
+    return x, new, log_f0
 
 
 class AudioCodec(StreamingCodec):
@@ -130,7 +156,7 @@ class AudioCodec(StreamingCodec):
 
   def decode_chunk(self, codes, dec_state):
     """codes `[B, F, Q]` -> (`[B, F * spf]` float32, state)."""
-    y, dec_state = self.decoder(self.quantizer.decode(codes), dec_state)
+    y, dec_state, _ = self.decoder(self.quantizer.decode(codes), dec_state)
     return y[..., 0], dec_state
 
   def postprocess(self, y):
@@ -139,15 +165,16 @@ class AudioCodec(StreamingCodec):
   def __call__(self, x, with_entropy: bool = False):
     """Training forward (offline, straight-through): `[B, T]` -> dict(recon `[B, T]`, codes, latent,
     code_entropy `[Q]` (the batch's soft code entropy per stage over its speech frames, 40 ms RMS >
-    SPEECH_RMS, in [0, 1]; None unless `with_entropy`))."""
+    SPEECH_RMS, in [0, 1]; None unless `with_entropy`), log_f0 `[B, T / strides[0]]` (the harmonic
+    head's F0 per hop, natural log of Hz; None without one))."""
     z, _ = self.encoder(x[..., None], self.encoder.init_state(x.shape[0]))
     speech = None
     if with_entropy:
       frames = x[:, : z.shape[1] * self.cfg.samples_per_frame].reshape(x.shape[0], z.shape[1], -1)
       speech = jnp.sqrt(jnp.mean(frames * frames, axis=-1)) > SPEECH_RMS
     zq, codes, entropy = self.quantizer.quantize(z, with_entropy, entropy_mask=speech)
-    y, _ = self.decoder(zq, self.decoder.init_state(x.shape[0]))
-    return {"recon": y[..., 0], "codes": codes, "latent": z, "code_entropy": entropy}
+    y, _, log_f0 = self.decoder(zq, self.decoder.init_state(x.shape[0]))
+    return {"recon": y[..., 0], "codes": codes, "latent": z, "code_entropy": entropy, "log_f0": log_f0}
 
   # --- validation -------------------------------------------------------------
   def check_input(self, x, *, unit: bool, concrete_checks: bool = True, sample_rate: int | None = None):

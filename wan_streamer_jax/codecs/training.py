@@ -20,6 +20,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wan_streamer_jax.codecs import losses, metrics
+from wan_streamer_jax.codecs.harmonic import f0_loss
+from wan_streamer_jax.codecs.pitch import yin_f0
 from wan_streamer_jax.codecs.audio_codec import SPEECH_RMS, AudioCodec
 from wan_streamer_jax.codecs.video_codec import VideoCodec, frames_to_float
 from wan_streamer_jax.config import Config, ConfigError
@@ -66,12 +68,20 @@ def loss_fn(kind: str, cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, di
   """`(model, batch) -> (loss, metrics)` for one codec kind."""
   if kind == "audio":
     a, w = cfg.audio, cfg.codec_train
+    if w.f0_weight and not a.harmonics:
+      raise ConfigError(f"config {cfg.name!r}: codec_train.f0_weight={w.f0_weight} needs a harmonic head "
+                        f"(audio.harmonics > 0), got audio.harmonics={a.harmonics}")
 
     def f(model, batch):
       x = batch["audio"]
       out = model(x, with_entropy=True)
       loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=w.l1_weight,
                                       stft=w.stft_weight, mel=w.mel_weight)
+      if out["log_f0"] is not None:  # the F0 error is reported whenever there is a head to read it from
+        f0, voiced = yin_f0(x, a.sample_rate, a.strides[0])
+        parts["f0_octaves"] = f0_loss(out["log_f0"], f0, voiced)
+        parts["voiced_fraction"] = jnp.mean(voiced.astype(jnp.float32))
+        loss = loss + w.f0_weight * parts["f0_octaves"]
       loss, ent = _with_entropy(loss, out["code_entropy"], w.entropy_weight)
       ppl = _perplexity(out["codes"], a.codebook_size)
       return loss, {"loss": loss, **parts, **ent, **{f"perplexity/q{i}": ppl[i] for i in range(a.num_quantizers)}}
