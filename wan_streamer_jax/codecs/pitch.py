@@ -12,6 +12,9 @@ cross-correlation), its cumulative-mean-normalised form `d'(tau)`, the first loc
 parabola through its neighbours. A hop is voiced when that minimum is below `threshold` and the
 window's RMS is above `min_rms`. Used only as a training target (never streamed), so the window
 may look ahead.
+
+`CausalPitchFrontend` runs the same YIN over the window that *ends* at each hop (streaming state:
+the last `window - hop` samples): the encoder's optional pitch input (`audio.pitch_input`).
 """
 
 from __future__ import annotations
