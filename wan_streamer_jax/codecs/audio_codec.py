@@ -119,7 +119,6 @@ class AudioDecoder(nnx.Module):
   def __call__(self, z, state):
     new = {"inp": None, "blocks": [], "ups": []}
     x, new["inp"] = self.inp(z, state["inp"])
-    log_f0 = None
     for i, (stage, up) in enumerate(zip(self.blocks, self.ups)):
       stage_states = []
       for blk, bs in zip(stage, state["blocks"][i]):
@@ -129,10 +128,10 @@ class AudioDecoder(nnx.Module):
       h = jax.nn.silu(x)
       x, s = up(h, state["ups"][i])
       new["ups"].append(s)
-      if i == len(self.ups) - 1 and self.harmonic is not None:
-        y_h, log_f0, new["harmonic"] = self.harmonic(h, state["harmonic"])
-        x = x + y_h
-    return x, new, log_f0
+    if self.harmonic is None:
+      return x, new, None
+    y_h, log_f0, new["harmonic"] = self.harmonic(h, state["harmonic"])  # the last stage's hop-rate features
+    return x + y_h, new, log_f0
 
 
 class AudioCodec(StreamingCodec):

@@ -27,14 +27,17 @@ F0_MIN = 50.0  # Hz: the lowest eSpeak voices sit near 70 Hz
 F0_MAX = 600.0  # Hz: child / high variants with a wide pitch range
 
 
+def _hop_frames(xp: jax.Array, hop: int, window: int, n: int) -> jax.Array:
+  """`[B, P]` -> `[B, n, window]`: frame `t` is `xp[:, t * hop : t * hop + window]`."""
+  return xp[:, np.arange(window)[None, :] + hop * np.arange(n)[:, None]]
+
+
 def _frames(x: jax.Array, hop: int, window: int) -> jax.Array:
   """`[B, T]` -> `[B, T // hop, window]`: window `t` centred on sample `(t + 1) * hop`."""
-  b, t = x.shape
-  n = t // hop
+  n = x.shape[1] // hop
   half = window // 2
   xp = jnp.pad(x[:, : n * hop], ((0, 0), (half - hop, half)))  # frame t starts at (t+1)*hop - half
-  idx = np.arange(window)[None, :] + hop * np.arange(n)[:, None]
-  return xp[:, idx]
+  return _hop_frames(xp, hop, window, n)
 
 
 def _yin(fr: jax.Array, sample_rate: int, threshold: float, f0_min: float,
@@ -60,8 +63,7 @@ def _yin(fr: jax.Array, sample_rate: int, threshold: float, f0_min: float,
   d = jnp.maximum(e0 + e_tau - 2.0 * r, 0.0) + span * 1e-8  # [..., tau_max + 1]
   csum = jnp.cumsum(d[..., 1:], axis=-1)
   dn = jnp.concatenate([jnp.ones_like(d[..., :1]), d[..., 1:] * taus[1:] / jnp.maximum(csum, 1e-12)], axis=-1)
-  lags = jnp.arange(tau_max + 1)
-  in_range = (lags >= tau_min) & (lags < tau_max)
+  in_range = (taus >= tau_min) & (taus < tau_max)
   nxt = jnp.concatenate([dn[..., 1:], dn[..., -1:]], axis=-1)
   prv = jnp.concatenate([dn[..., :1], dn[..., :-1]], axis=-1)
   dip = in_range & (dn < threshold) & (dn <= nxt) & (dn <= prv)
@@ -122,9 +124,7 @@ class CausalPitchFrontend:
     if state is None:
       state = self.init_state(b)
     xp = jnp.concatenate([state.astype(x.dtype), x], axis=1)[..., 0]  # [B, P + T]
-    n = t // self.hop
-    idx = np.arange(self.window)[None, :] + self.hop * np.arange(n)[:, None]
-    fr = xp[:, idx]  # [B, N, W]: frame t ends at hop t's last sample
+    fr = _hop_frames(xp, self.hop, self.window, t // self.hop)  # [B, N, W]: frame t ends at hop t's end
     f0, aperiodicity = _yin(fr, self.sample_rate, self.threshold, F0_MIN, F0_MAX)
     rms = jnp.sqrt(jnp.mean(fr * fr, axis=-1))
     feats = jnp.stack([jnp.log(f0 / F0_MIN) / np.log(F0_MAX / F0_MIN),
