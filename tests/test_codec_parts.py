@@ -174,6 +174,44 @@ def test_audio_losses_and_metrics():
   assert metrics.log_mel_distance(clean, clean, 16000) < 1e-6 < metrics.log_mel_distance(noisy, clean, 16000)
 
 
+def test_log_floor_sets_what_the_log_terms_see():
+  """Faint noise (-80 dBFS) in a tone's silent half costs the log terms far more under a 10x lower
+  floor (the floor is where they stop seeing energy); the floor is validated by name."""
+  from wan_streamer_jax.config import Config
+  rng = np.random.default_rng(2)
+  t = np.arange(8000) / 16000
+  clean = (0.3 * np.sin(2 * np.pi * 220 * t) * (t < 0.25)).astype(np.float32)[None]
+  faint = (clean + 1e-4 * rng.standard_normal(clean.shape)).astype(np.float32)
+  def parts(floor):
+    return losses.audio_loss(jnp.asarray(faint), jnp.asarray(clean), sample_rate=16000, log_floor=floor)[1]
+  default, low = parts(losses.LOG_FLOOR), parts(losses.LOG_FLOOR / 10)
+  for name in ("mr_stft", "mel"):
+    assert float(low[name]) > 3 * float(default[name]) > 0, name
+  assert float(low["l1"]) == float(default["l1"])
+  assert Config().replace(codec_train=dict(kind="audio", log_floor=1e-3)).codec_train.log_floor == 1e-3
+  with pytest.raises(ValueError, match="codec_train.log_floor"):
+    Config().replace(codec_train=dict(kind="audio", log_floor=0.0))
+
+
+def test_stft_high_weight_moves_the_log_loss_to_the_telephone_band():
+  """An error tone at 6 kHz costs the log-STFT term less under stft_high_weight < 1, one at 1 kHz
+  more (a weighted mean); weight 1 is the plain mean; negative weights are refused by name."""
+  from wan_streamer_jax.config import Config
+  t = np.arange(8000) / 16000
+  speech = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)[None]
+  def stft_part(err_hz, weight):
+    recon = speech + (0.05 * np.sin(2 * np.pi * err_hz * t)).astype(np.float32)
+    return float(losses.audio_loss(jnp.asarray(recon), jnp.asarray(speech), sample_rate=16000,
+                                   stft_high_weight=weight)[1]["mr_stft"])
+  assert stft_part(6000, 0.25) < 0.9 * stft_part(6000, 1.0)
+  assert stft_part(1000, 0.25) > 1.1 * stft_part(1000, 1.0)
+  plain = float(losses.multi_resolution_stft_loss(jnp.asarray(speech + 0.01), jnp.asarray(speech)))
+  assert abs(plain - float(losses.multi_resolution_stft_loss(jnp.asarray(speech + 0.01), jnp.asarray(speech),
+                                                              high_weight=1.0))) < 1e-7
+  with pytest.raises(ValueError, match="codec_train.stft_high_weight"):
+    Config().replace(codec_train=dict(kind="audio", stft_high_weight=-0.5))
+
+
 def test_video_losses_and_metrics():
   rng = np.random.default_rng(1)
   x = rng.integers(0, 256, (2, 4, 16, 16, 3)).astype(np.uint8)

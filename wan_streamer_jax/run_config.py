@@ -140,6 +140,10 @@ class CodecTrainConfig:
   #                              pushes the batch to use every FSQ code
   f0_weight: float = 0.0  # audio with audio.harmonics > 0: + w * |log2 F0 - log2 YIN F0| over voiced hops
   #                         (codecs/pitch.py): the codes must carry the pitch the harmonic head plays
+  log_floor: float = 1e-2  # audio: magnitude floor of the log-STFT / log-mel losses (losses.LOG_FLOOR);
+  #                          the losses do not see energy below it (~-60 dBFS noise at 1e-2)
+  stft_high_weight: float = 1.0  # audio: weight of the log-STFT loss' bins above 4 kHz (losses.NARROWBAND_HZ)
+  #                                against 1 below: < 1 spends the codes on the telephone band
   role: str = "mixed"  # training windows: mixed | user | model
   speech_oversample: int = 2  # audio: draw k x batch windows, train on the most speech-active
   cache_streams: str = "auto"  # keep the trained kind's streams in memory: auto (audio only) | yes | no
@@ -157,9 +161,11 @@ class CodecTrainConfig:
     if self.kind not in ("", "audio", "video"):
       _fail("codec_train.kind", "'' (a Transformer run), audio or video", self.kind)
     for name in ("l1_weight", "stft_weight", "mel_weight", "l2_weight", "ssim_weight",
-                 "contrast_weight", "entropy_weight", "f0_weight"):
+                 "contrast_weight", "entropy_weight", "f0_weight", "stft_high_weight"):
       if getattr(self, name) < 0:
         _fail(f"codec_train.{name}", "a weight >= 0", getattr(self, name))
+    if not self.log_floor > 0:
+      _fail("codec_train.log_floor", "a magnitude floor > 0 (e.g. 1e-2)", self.log_floor)
     for name in ("role", "eval_role"):
       if getattr(self, name) not in STREAM_ROLES:
         _fail(f"codec_train.{name}", " | ".join(STREAM_ROLES), getattr(self, name))

@@ -16,10 +16,14 @@ import numpy as np
 
 STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) at 16 kHz
 _EPS = 1e-5
-# Floor added to (unnormalised, Hann) magnitudes before the log in the losses: about the level of a
-# -70 dBFS tone, below the corpus' microphone noise. A tiny floor makes the log terms chase exact
-# digital silence and dominate the loss.
+# Default floor added to (unnormalised, Hann) magnitudes before the log in the losses
+# (`codec_train.log_floor`): white noise of about -60 dBFS (n_fft 256) to -66 dBFS (n_fft 1024) sits
+# at it. Below the floor the log terms are blind; a much tinier floor makes them chase exact digital
+# silence and dominate the loss.
 LOG_FLOOR = 1e-2
+# Upper edge of the telephone band: STOI's third-octave bands and narrow-band PESQ end below it, and
+# the speech cues of intelligibility (formants F1-F3, most consonant energy) sit in it.
+NARROWBAND_HZ = 4000.0
 
 
 def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
@@ -61,35 +65,52 @@ def _safe_norm(x: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(x ** 2) + 1e-12)
 
 
-def multi_resolution_stft_loss(recon: jax.Array, target: jax.Array,
-                               resolutions=STFT_RESOLUTIONS) -> jax.Array:
-  """Mean over resolutions of spectral convergence (batch-level) + mean |log|X| - log|Y|| (Yamamoto et al.)."""
+def multi_resolution_stft_loss(recon: jax.Array, target: jax.Array, resolutions=STFT_RESOLUTIONS,
+                               log_floor: float = LOG_FLOOR, sample_rate: int = 16000,
+                               high_weight: float = 1.0) -> jax.Array:
+  """Mean over resolutions of spectral convergence (batch-level) + mean |log|X| - log|Y|| (Yamamoto et al.).
+
+  `high_weight` weighs the log term's bins above `NARROWBAND_HZ` (a weighted mean, so the term's
+  scale stays that of the plain mean); 1 = every bin alike, as in the paper.
+  """
   total = 0.0
   for n_fft, hop in resolutions:
     m_r, m_t = stft_magnitude(recon, n_fft, hop), stft_magnitude(target, n_fft, hop)
     # Spectral convergence over the whole batch: per window it explodes on silent windows.
     sc = _safe_norm(m_t - m_r) / (_safe_norm(m_t) + 1e-3)
-    total = total + sc + jnp.mean(jnp.abs(jnp.log(m_t + LOG_FLOOR) - jnp.log(m_r + LOG_FLOOR)))
+    err = jnp.abs(jnp.log(m_t + log_floor) - jnp.log(m_r + log_floor))
+    if high_weight != 1.0:
+      freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
+      w = np.where(freqs > NARROWBAND_HZ, high_weight, 1.0).astype(np.float32)
+      log_term = jnp.mean(err * w) / float(np.mean(w))
+    else:
+      log_term = jnp.mean(err)
+    total = total + sc + log_term
   return total / len(resolutions)
 
 
 def multi_resolution_mel_loss(recon: jax.Array, target: jax.Array, sample_rate: int,
-                              resolutions=((512, 128, 64), (1024, 256, 80), (2048, 512, 128))) -> jax.Array:
+                              resolutions=((512, 128, 64), (1024, 256, 80), (2048, 512, 128)),
+                              log_floor: float = LOG_FLOOR) -> jax.Array:
   """Mean over resolutions of L1 between log-mel spectrograms."""
   total = 0.0
   for n_fft, hop, n_mels in resolutions:
-    total = total + jnp.mean(jnp.abs(log_mel(recon, sample_rate, n_fft, hop, n_mels, LOG_FLOOR)
-                                     - log_mel(target, sample_rate, n_fft, hop, n_mels, LOG_FLOOR)))
+    total = total + jnp.mean(jnp.abs(log_mel(recon, sample_rate, n_fft, hop, n_mels, log_floor)
+                                     - log_mel(target, sample_rate, n_fft, hop, n_mels, log_floor)))
   return total / len(resolutions)
 
 
 def audio_loss(recon: jax.Array, target: jax.Array, *, sample_rate: int, l1: float = 1.0,
-               stft: float = 1.0, mel: float = 1.0) -> tuple[jax.Array, dict]:
-  """Weighted sum; returns (loss, parts). `[B, T]` float32 waveforms."""
+               stft: float = 1.0, mel: float = 1.0, log_floor: float = LOG_FLOOR,
+               stft_high_weight: float = 1.0) -> tuple[jax.Array, dict]:
+  """Weighted sum; returns (loss, parts). `[B, T]` float32 waveforms; `log_floor` > 0 is the
+  magnitude floor of the log terms (STFT and mel); `stft_high_weight` weighs the log-STFT bins
+  above `NARROWBAND_HZ` (`multi_resolution_stft_loss`)."""
   parts = {"l1": jnp.mean(jnp.abs(recon - target)),
-           "mr_stft": multi_resolution_stft_loss(recon, target)}
+           "mr_stft": multi_resolution_stft_loss(recon, target, log_floor=log_floor, sample_rate=sample_rate,
+                                                 high_weight=stft_high_weight)}
   if mel:
-    parts["mel"] = multi_resolution_mel_loss(recon, target, sample_rate)
+    parts["mel"] = multi_resolution_mel_loss(recon, target, sample_rate, log_floor=log_floor)
   loss = l1 * parts["l1"] + stft * parts["mr_stft"] + (mel * parts["mel"] if mel else 0.0)
   return loss, parts
 
