@@ -33,6 +33,23 @@ def test_pesq_orders_degradations(utterance):
   assert set(s) == {"stoi", "pesq_nb", "pesq_wb", "log_mel_distance", "si_snr_db"} and s["stoi"] > 0.99
 
 
+def test_stoi_bands_split_stoi_by_band(utterance):
+  """The bands' mean is pystoi's STOI; loud noise above 1.5 kHz ruins the bands above it, not below."""
+  from scipy import signal
+  x = utterance.astype(np.float64)
+  y = x + 0.02 * np.random.default_rng(1).standard_normal(x.size)
+  centres, bands = metrics.stoi_bands(y, x, SR)
+  assert len(centres) == len(bands) == 15 and centres[0] == 150 and 3000 < centres[-1] < 4000
+  assert float(np.mean(bands)) == pytest.approx(metrics.stoi(y, x, SR), abs=1e-9)
+  hiss = signal.sosfilt(signal.butter(8, 1500, "highpass", fs=SR, output="sos"),
+                       0.3 * np.random.default_rng(2).standard_normal(x.size))
+  _, hb = metrics.stoi_bands(x + hiss, x, SR)
+  c = np.asarray(centres)
+  assert hb[c < 700].min() > 0.9 and hb[c > 2000].max() < 0.5
+  with pytest.raises(ValueError, match="stoi_bands"):
+    metrics.stoi_bands(x[:-1], x, SR)
+
+
 def test_delay_estimate_recovers_a_shift():
   rng = np.random.default_rng(1)
   ref = rng.standard_normal(4000)
@@ -84,7 +101,11 @@ def test_codec_quality_benchmark_scores_our_codec_and_codec2(tmp_path):
   assert image.shape[1] > image.shape[0] and float(np.std(image[..., :3])) > 0.05
   for name in codec_quality.SETS:
     entry = res[name]
-    assert set(entry) == {"ours", "codec2_1200", "codec2_3200", "ours_minus_codec2_1200"}
+    assert set(entry) == {"ours", "codec2_1200", "codec2_3200", "ours_minus_codec2_1200", "stoi_bands"}
+    bands = entry["stoi_bands"]
+    assert len(bands["centre_hz"]) == 15 and bands["centre_hz"][0] == 150
+    for codec_name in ("ours", "codec2_1200", "codec2_3200"):  # the bands' mean is the set's STOI
+      assert np.mean(bands[codec_name]) == pytest.approx(entry[codec_name]["stoi"], abs=2e-3)
     # an untrained codec is far worse than Codec2: the comparison can fail
     assert entry["ours_minus_codec2_1200"]["stoi"] < 0
     assert entry["codec2_3200"]["pesq_nb"] > entry["ours"]["pesq_nb"]

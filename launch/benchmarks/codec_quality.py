@@ -13,7 +13,8 @@ codec's sample rate. Three utterance sets, `utterances` each (two sentences of
 Figures per set and codec (means over utterances): stoi, pesq_nb, pesq_wb,
 log_mel_distance (0-8 kHz: a 4 kHz codec is charged for the missing band), si_snr_db; plus
 bitrate_bps, Codec2's delay in samples, and, per set, `ours_minus_codec2_1200` for STOI and
-PESQ-NB. Utterances are deterministic (seeded); the synthesizer's output is bit-stable.
+PESQ-NB and `stoi_bands` (STOI per third-octave band, 150 Hz - 3.8 kHz, for each codec:
+`metrics.stoi_bands`; says in which formant region a codec loses). Utterances are deterministic (seeded); the synthesizer's output is bit-stable.
 `spectrogram_png` (`launch.bench --png=`) also draws each set's first utterance: reference, ours and
 both Codec2 modes side by side.
 """
@@ -74,6 +75,12 @@ def _mean_scores(recs, refs, sample_rate: int) -> dict:
   return {k: round(float(np.nanmean([row[k] for row in rows])), 4) for k in rows[0]}
 
 
+def _mean_stoi_bands(recs, refs, sample_rate: int) -> list[float]:
+  from wan_streamer_jax.codecs import metrics
+  return [round(float(v), 4) for v in np.nanmean([metrics.stoi_bands(r, x, sample_rate)[1]
+                                                  for r, x in zip(recs, refs)], axis=0)]
+
+
 def _our_roundtrip(codec, refs: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
   """Offline encode -> decode, batched: zero-padded to the longest utterance (the codec is causal,
   so padding after an utterance's end never changes its samples), one compile per set."""
@@ -124,7 +131,7 @@ def write_spectrograms(path: str, rows: dict[str, dict[str, np.ndarray]], sample
 
 def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets: tuple[str, ...] = SETS,
         spectrogram_png: str | None = None) -> dict:
-  from wan_streamer_jax.codecs import codec2, training
+  from wan_streamer_jax.codecs import codec2, metrics, training
   if not audio_codec:
     raise ValueError("codec_quality: expected --audio_codec=<launch.train_codec run directory> (a trained "
                      "codec; random weights would score nothing)")
@@ -150,11 +157,15 @@ def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets:
   for name, refs in sets.items():
     ours = _our_roundtrip(codec, refs)
     entry = {"ours": _mean_scores(ours, refs, sr)}
+    bands = {"centre_hz": [round(c) for c in metrics.stoi_bands(refs[0], refs[0], sr)[0]],
+             "ours": _mean_stoi_bands(ours, refs, sr)}
     first[name] = {"reference": refs[0], "ours": ours[0]}
     for m, c in refs_c2.items():
       decoded = [c.roundtrip(x, sr, delay=delays[m]) for x in refs]
       entry[f"codec2_{m}"] = _mean_scores(decoded, refs, sr)
+      bands[f"codec2_{m}"] = _mean_stoi_bands(decoded, refs, sr)
       first[name][f"codec2_{m}"] = decoded[0]
+    entry["stoi_bands"] = bands
     entry["ours_minus_codec2_1200"] = {k: round(entry["ours"][k] - entry["codec2_1200"][k], 4)
                                        for k in ("stoi", "pesq_nb")}
     result[name] = entry
