@@ -14,7 +14,8 @@ Figures per set and codec (means over utterances): stoi, pesq_nb, pesq_wb,
 log_mel_distance (0-8 kHz: a 4 kHz codec is charged for the missing band), si_snr_db; plus
 bitrate_bps, Codec2's delay in samples, and, per set, `ours_minus_codec2_1200` for STOI and
 PESQ-NB and `stoi_bands` (STOI per third-octave band, 150 Hz - 3.8 kHz, for each codec:
-`metrics.stoi_bands`; says in which formant region a codec loses). Utterances are deterministic (seeded); the synthesizer's output is bit-stable.
+`metrics.stoi_bands`; says in which formant region a codec loses). Utterances are deterministic
+(seeded); the synthesizer's output is bit-stable.
 `spectrogram_png` (`launch.bench --png=`) also draws each set's first utterance: reference, ours and
 both Codec2 modes side by side.
 """

@@ -18,8 +18,9 @@ STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))  # (n_fft, 
 _EPS = 1e-5
 # Default floor added to (unnormalised, Hann) magnitudes before the log in the losses
 # (`codec_train.log_floor`): white noise of about -60 dBFS (n_fft 256) to -66 dBFS (n_fft 1024) sits
-# at it. Below the floor the log terms are blind; a much tinier floor makes them chase exact digital
-# silence and dominate the loss.
+# at it per STFT bin, and the log-STFT term barely sees energy well below it (a mel band sums many
+# bins, so the mel term still charges -80 dBFS noise in silence). A much tinier floor makes the log
+# terms chase exact digital silence and dominate the loss.
 LOG_FLOOR = 1e-2
 # Upper edge of the telephone band: STOI's third-octave bands and narrow-band PESQ end below it, and
 # the speech cues of intelligibility (formants F1-F3, most consonant energy) sit in it.

@@ -1,9 +1,9 @@
 """Codec evaluation metrics (numpy in, Python floats out; computed on host).
 
 Audio: SI-SNR (dB), log-mel distance (mean |ln mel_a - ln mel_b|, 80 mels,
-1024/256 STFT), STOI (`pystoi`, 0..1; `stoi_bands` splits it by third-octave band), PESQ (ITU-T P.862 via the `pesq` package: narrow-band
-MOS-LQO 1.0..4.5 at 8 or 16 kHz, wide-band P.862.2 1.0..4.6 at 16 kHz). Video: PSNR (dB, peak 255 on uint8),
-SSIM (Gaussian 11x11). Codebook usage: per-quantiser perplexity
+1024/256 STFT), STOI (`pystoi`, 0..1; `stoi_bands` splits it by third-octave band), PESQ
+(ITU-T P.862 via the `pesq` package: narrow-band MOS-LQO 1.0..4.5 at 8 or 16 kHz, wide-band
+P.862.2 1.0..4.6 at 16 kHz). Video: PSNR (dB, peak 255 on uint8), SSIM (Gaussian 11x11). Codebook usage: per-quantiser perplexity
 `exp(entropy)` of the code histogram (max = codebook size) and the fraction of
 codes used.
 """
