@@ -141,7 +141,7 @@ class CodecTrainConfig:
   f0_weight: float = 0.0  # audio with audio.harmonics > 0: + w * |log2 F0 - log2 YIN F0| over voiced hops
   #                         (codecs/pitch.py): the codes must carry the pitch the harmonic head plays
   log_floor: float = 1e-2  # audio: magnitude floor of the log-STFT / log-mel losses (losses.LOG_FLOOR);
-  #                          the losses do not see energy below it (~-60 dBFS noise at 1e-2)
+  #                          the log-STFT term barely sees energy below it (~-60 dBFS noise at 1e-2)
   stft_high_weight: float = 1.0  # audio: weight of the log-STFT loss' bins above 4 kHz (losses.NARROWBAND_HZ)
   #                                against 1 below: < 1 spends the codes on the telephone band
   role: str = "mixed"  # training windows: mixed | user | model

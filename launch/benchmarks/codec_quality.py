@@ -158,7 +158,7 @@ def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets:
   for name, refs in sets.items():
     ours = _our_roundtrip(codec, refs)
     entry = {"ours": _mean_scores(ours, refs, sr)}
-    bands = {"centre_hz": [round(c) for c in metrics.stoi_bands(refs[0], refs[0], sr)[0]],
+    bands = {"centre_hz": [round(c) for c in metrics.stoi_band_centres_hz()],
              "ours": _mean_stoi_bands(ours, refs, sr)}
     first[name] = {"reference": refs[0], "ours": ours[0]}
     for m, c in refs_c2.items():

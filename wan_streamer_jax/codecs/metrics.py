@@ -3,9 +3,9 @@
 Audio: SI-SNR (dB), log-mel distance (mean |ln mel_a - ln mel_b|, 80 mels,
 1024/256 STFT), STOI (`pystoi`, 0..1; `stoi_bands` splits it by third-octave band), PESQ
 (ITU-T P.862 via the `pesq` package: narrow-band MOS-LQO 1.0..4.5 at 8 or 16 kHz, wide-band
-P.862.2 1.0..4.6 at 16 kHz). Video: PSNR (dB, peak 255 on uint8), SSIM (Gaussian 11x11). Codebook usage: per-quantiser perplexity
-`exp(entropy)` of the code histogram (max = codebook size) and the fraction of
-codes used.
+P.862.2 1.0..4.6 at 16 kHz). Video: PSNR (dB, peak 255 on uint8), SSIM (Gaussian 11x11).
+Codebook usage: per-quantiser perplexity `exp(entropy)` of the code histogram (max = codebook
+size) and the fraction of codes used.
 """
 
 from __future__ import annotations
@@ -59,6 +59,17 @@ def stoi(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> float:
   return float(np.mean(vals)) if vals else float("nan")
 
 
+def _pystoi_module():
+  import sys
+  import pystoi.stoi  # noqa: F401  (the package re-exports the function under the module's name)
+  return sys.modules["pystoi.stoi"]
+
+
+def stoi_band_centres_hz() -> list[float]:
+  """Centre frequencies (Hz) of STOI's 15 third-octave bands, 150 Hz .. ~3.8 kHz."""
+  return [float(c) for c in _pystoi_module().CF]
+
+
 def stoi_bands(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> tuple[list[float], np.ndarray]:
   """STOI split by third-octave band: (centre frequencies in Hz `[15]`, mean correlation per band `[15]`).
 
@@ -67,10 +78,8 @@ def stoi_bands(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> tuple[list
   bands: the bands' mean is `stoi(est, ref)`. `[T]` float signals. Says *where* intelligibility
   is lost (which formant region), which the single figure does not.
   """
-  import sys
-  import pystoi.stoi  # noqa: F401  (the package re-exports the function under the module's name)
   from pystoi import utils
-  S = sys.modules["pystoi.stoi"]
+  S = _pystoi_module()
   x, y = np.asarray(ref, np.float64), np.asarray(est, np.float64)
   if x.shape != y.shape or x.ndim != 1:
     raise ValueError(f"stoi_bands: expected two [T] signals of one length, got {x.shape} and {y.shape}")
@@ -80,14 +89,14 @@ def stoi_bands(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> tuple[list
   bands = lambda z: np.sqrt(S.OBM @ np.abs(utils.stft(z, S.N_FRAME, S.NFFT, overlap=2).T) ** 2)
   xt, yt = bands(x), bands(y)
   if xt.shape[1] < S.N:
-    return [float(c) for c in S.CF], np.full(len(S.CF), np.nan)
+    return stoi_band_centres_hz(), np.full(len(S.CF), np.nan)
   seg = lambda t: np.stack([t[:, m - S.N:m] for m in range(S.N, t.shape[1] + 1)])  # [segments, bands, N]
   xs, ys = seg(xt), seg(yt)
   norm = lambda a: np.linalg.norm(a, axis=2, keepdims=True)
   ys = np.minimum(ys * norm(xs) / (norm(ys) + utils.EPS), xs * (1 + 10 ** (-S.BETA / 20)))
   xs, ys = xs - xs.mean(2, keepdims=True), ys - ys.mean(2, keepdims=True)
   corr = np.sum(xs / (norm(xs) + utils.EPS) * ys / (norm(ys) + utils.EPS), axis=2)  # [segments, bands]
-  return [float(c) for c in S.CF], corr.mean(axis=0)
+  return stoi_band_centres_hz(), corr.mean(axis=0)
 
 
 def pesq(est: np.ndarray, ref: np.ndarray, sample_rate: int, mode: str = "wb") -> float:
