@@ -144,6 +144,14 @@ class CodecTrainConfig:
   #                          the log-STFT term barely sees energy below it (~-60 dBFS noise at 1e-2)
   stft_high_weight: float = 1.0  # audio: weight of the log-STFT loss' bins above 4 kHz (losses.NARROWBAND_HZ)
   #                                against 1 below: < 1 spends the codes on the telephone band
+  adv_weight: float = 0.0  # audio: + w * least-squares generator loss of `discriminator.Discriminator`
+  fm_weight: float = 0.0  # audio: + w * its feature-matching loss; either > 0 trains a discriminator
+  adv_start_step: int = 0  # the discriminator and both terms start at this step (spectral losses first)
+  disc_periods: tuple[int, ...] = (2, 3, 5)  # multi-period sub-discriminators (samples)
+  disc_ffts: tuple[int, ...] = (512,)  # multi-resolution STFT sub-discriminators (n_fft, hop n_fft/4)
+  disc_channels: int = 8  # width of the sub-discriminators' first layer
+  disc_window: int = 4096  # samples of each training window the discriminators judge (a random span)
+  disc_learning_rate: float = 2e-4  # Adam (b1 0.5, b2 0.9), constant, clipped at optimizer.grad_clip_norm
   role: str = "mixed"  # training windows: mixed | user | model
   speech_oversample: int = 2  # audio: draw k x batch windows, train on the most speech-active
   cache_streams: str = "auto"  # keep the trained kind's streams in memory: auto (audio only) | yes | no
@@ -157,13 +165,34 @@ class CodecTrainConfig:
   augment: bool = False  # audio: augment training windows (data_pipelines.augment: reverb, noise incl.
   #                        babble, EQ/band limits, gain, clipping)
 
+  @property
+  def adversarial(self) -> bool:
+    """Whether the run trains a discriminator (`adv_weight` or `fm_weight` > 0)."""
+    return self.adv_weight > 0 or self.fm_weight > 0
+
   def __post_init__(self):
     if self.kind not in ("", "audio", "video"):
       _fail("codec_train.kind", "'' (a Transformer run), audio or video", self.kind)
     for name in ("l1_weight", "stft_weight", "mel_weight", "l2_weight", "ssim_weight",
-                 "contrast_weight", "entropy_weight", "f0_weight", "stft_high_weight"):
+                 "contrast_weight", "entropy_weight", "f0_weight", "stft_high_weight", "adv_weight", "fm_weight"):
       if getattr(self, name) < 0:
         _fail(f"codec_train.{name}", "a weight >= 0", getattr(self, name))
+    if self.adversarial:
+      if self.kind == "video":
+        _fail("codec_train.adv_weight / fm_weight", "0 for a video codec (the discriminators are audio's)",
+              (self.adv_weight, self.fm_weight))
+      if not self.disc_periods and not self.disc_ffts:
+        _fail("codec_train.disc_periods / disc_ffts", "at least one sub-discriminator", (self.disc_periods,
+                                                                                          self.disc_ffts))
+    if any(int(p) < 2 for p in self.disc_periods):
+      _fail("codec_train.disc_periods", "periods >= 2 samples", tuple(self.disc_periods))
+    if any(int(n) < 64 or int(n) & (int(n) - 1) for n in self.disc_ffts):
+      _fail("codec_train.disc_ffts", "powers of two >= 64", tuple(self.disc_ffts))
+    if self.adv_start_step < 0 or self.disc_channels < 1 or self.disc_window < 64:
+      _fail("codec_train.adv_start_step / disc_channels / disc_window", "a step >= 0 / a width >= 1 / >= 64 samples",
+            (self.adv_start_step, self.disc_channels, self.disc_window))
+    if not self.disc_learning_rate > 0:
+      _fail("codec_train.disc_learning_rate", "a learning rate > 0", self.disc_learning_rate)
     if not self.log_floor > 0:
       _fail("codec_train.log_floor", "a magnitude floor > 0 (e.g. 1e-2)", self.log_floor)
     for name in ("role", "eval_role"):

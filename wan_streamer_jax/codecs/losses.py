@@ -27,8 +27,8 @@ LOG_FLOOR = 1e-2
 NARROWBAND_HZ = 4000.0
 
 
-def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
-  """`[B, T]` -> `[B, frames, n_fft//2 + 1]` Hann-windowed |STFT| (frames fully inside the signal)."""
+def stft(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """`[B, T]` -> complex `[B, frames, n_fft//2 + 1]` Hann-windowed STFT (frames fully inside the signal)."""
   t = x.shape[-1]
   if t < n_fft:
     x = jnp.pad(x, ((0, 0), (0, n_fft - t)))
@@ -36,7 +36,12 @@ def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
   n_frames = 1 + (t - n_fft) // hop
   idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
   frames = x[:, idx] * jnp.asarray(np.hanning(n_fft + 1)[:-1], jnp.float32)
-  spec = jnp.fft.rfft(frames, axis=-1)
+  return jnp.fft.rfft(frames, axis=-1)
+
+
+def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """`[B, T]` -> `[B, frames, n_fft//2 + 1]` Hann-windowed |STFT| (frames fully inside the signal)."""
+  spec = stft(x, n_fft, hop)
   return jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + _EPS ** 2)
 
 

@@ -109,15 +109,41 @@ def codec_task(cfg: Config, mesh, train_source, eval_source=None, *, data_info: 
   abstract_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), params0)
   abstract_opt = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
                               jax.eval_shape(tx.init, params0))
-  step_fn = training.make_train_step(kind, cfg, graphdef, tx, mesh, abstract_params, abstract_opt)
+  if ct.adversarial:  # state (params, opt, adv); the checkpoint's opt item is {"codec": opt, "adv": adv}
+    from wan_streamer_jax.codecs import adversarial
+    d_graphdef, d_params0 = nnx.split(adversarial.create_discriminator(cfg, cfg.train.seed))
+    d_tx = adversarial.discriminator_optimizer(cfg)
+    abstract_adv = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
+                                jax.eval_shape(lambda p: adversarial.init_adv_state(p, d_tx), d_params0))
+    adv_step = adversarial.make_adversarial_train_step(cfg, graphdef, tx, d_graphdef, d_tx, mesh, abstract_params,
+                                                       abstract_opt, abstract_adv)
 
-  def init():
-    params = jax.device_put(params0, rep)
-    return params, jax.device_put(tx.init(params), rep)
+    def init():
+      params = jax.device_put(params0, rep)
+      return params, jax.device_put(tx.init(params), rep), jax.device_put(adversarial.init_adv_state(d_params0, d_tx),
+                                                                          rep)
 
-  def step(state, batch):
-    params, opt, m = step_fn(state[0], state[1], batch)
-    return (params, opt), m
+    def step(state, batch):
+      params, opt, adv, m = adv_step(*state, batch)
+      return (params, opt, adv), m
+
+    abstract = lambda: (abstract_params, {"codec": abstract_opt, "adv": abstract_adv})
+    split = lambda state: (state[0], {"codec": state[1], "adv": state[2]})
+    join = lambda p, o: (p, o["codec"], o["adv"])
+  else:
+    step_fn = training.make_train_step(kind, cfg, graphdef, tx, mesh, abstract_params, abstract_opt)
+
+    def init():
+      params = jax.device_put(params0, rep)
+      return params, jax.device_put(tx.init(params), rep)
+
+    def step(state, batch):
+      params, opt, m = step_fn(state[0], state[1], batch)
+      return (params, opt), m
+
+    abstract = lambda: (abstract_params, abstract_opt)
+    split = lambda state: state
+    join = lambda p, o: (p, o)
 
   rows = process_slice(cfg.train.batch_size)
   local_bs = rows.stop - rows.start
@@ -164,14 +190,15 @@ def codec_task(cfg: Config, mesh, train_source, eval_source=None, *, data_info: 
   key = kind
   lr = learning_rate_schedule(cfg.optimizer)
   return Task(
-      kind=kind, cfg=cfg, mesh=mesh, init=init, abstract=lambda: (abstract_params, abstract_opt), step=step,
+      kind=kind, cfg=cfg, mesh=mesh, init=init, abstract=abstract, step=step,
       next_batch=lambda step_index: next(data_iter),
       to_global=lambda b: to_global({key: b[key]}, {key: training.batch_sharding(mesh)}),
-      split=lambda state: state, join=lambda p, o: (p, o),
+      split=split, join=join,
       data_info=dict(data_info or {}), data_iter=data_iter, transform=transform,
       evaluate=evaluate if eval_source is not None else None,
       finish=finish if eval_source is not None else None,
       units_per_step=cfg.train.batch_size * cfg.train.units_per_example,
       learning_rate=lambda s: float(np.asarray(lr(s))),
-      postfix=("loss", "psnr") if kind == "video" else ("loss", "mr_stft"),
+      postfix=(("loss", "psnr") if kind == "video" else
+               ("loss", "mr_stft", *(("adv_discriminator",) if ct.adversarial else ()))),
   )

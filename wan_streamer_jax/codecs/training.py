@@ -64,28 +64,39 @@ def _with_entropy(loss: jax.Array, entropy: jax.Array, weight: float) -> tuple[j
   return loss, {f"code_entropy/q{i}": entropy[i] for i in range(entropy.shape[0])}
 
 
+def audio_objective(cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, dict, jax.Array]]:
+  """`(model, batch) -> (loss, metrics, recon)`: the audio codec's non-adversarial loss and its
+  reconstruction `[B, T]` (what a discriminator judges)."""
+  a, w = cfg.audio, cfg.codec_train
+  if w.f0_weight and not a.harmonics:
+    raise ConfigError(f"config {cfg.name!r}: codec_train.f0_weight={w.f0_weight} needs a harmonic head "
+                      f"(audio.harmonics > 0), got audio.harmonics={a.harmonics}")
+
+  def f(model, batch):
+    x = batch["audio"]
+    out = model(x, with_entropy=True)
+    loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=w.l1_weight,
+                                    stft=w.stft_weight, mel=w.mel_weight, log_floor=w.log_floor,
+                                    stft_high_weight=w.stft_high_weight)
+    if out["log_f0"] is not None:  # the F0 error is reported whenever there is a head to read it from
+      f0, voiced = yin_f0(x, a.sample_rate, a.strides[0])
+      parts["f0_octaves"] = f0_loss(out["log_f0"], f0, voiced)
+      parts["voiced_fraction"] = jnp.mean(voiced.astype(jnp.float32))
+      loss = loss + w.f0_weight * parts["f0_octaves"]
+    loss, ent = _with_entropy(loss, out["code_entropy"], w.entropy_weight)
+    ppl = _perplexity(out["codes"], a.codebook_size)
+    return loss, {"loss": loss, **parts, **ent, **{f"perplexity/q{i}": ppl[i] for i in range(a.num_quantizers)}}, \
+        out["recon"]
+  return f
+
+
 def loss_fn(kind: str, cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
-  """`(model, batch) -> (loss, metrics)` for one codec kind."""
+  """`(model, batch) -> (loss, metrics)` for one codec kind (without the adversarial terms)."""
   if kind == "audio":
-    a, w = cfg.audio, cfg.codec_train
-    if w.f0_weight and not a.harmonics:
-      raise ConfigError(f"config {cfg.name!r}: codec_train.f0_weight={w.f0_weight} needs a harmonic head "
-                        f"(audio.harmonics > 0), got audio.harmonics={a.harmonics}")
+    objective = audio_objective(cfg)
 
     def f(model, batch):
-      x = batch["audio"]
-      out = model(x, with_entropy=True)
-      loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=w.l1_weight,
-                                      stft=w.stft_weight, mel=w.mel_weight, log_floor=w.log_floor,
-                                      stft_high_weight=w.stft_high_weight)
-      if out["log_f0"] is not None:  # the F0 error is reported whenever there is a head to read it from
-        f0, voiced = yin_f0(x, a.sample_rate, a.strides[0])
-        parts["f0_octaves"] = f0_loss(out["log_f0"], f0, voiced)
-        parts["voiced_fraction"] = jnp.mean(voiced.astype(jnp.float32))
-        loss = loss + w.f0_weight * parts["f0_octaves"]
-      loss, ent = _with_entropy(loss, out["code_entropy"], w.entropy_weight)
-      ppl = _perplexity(out["codes"], a.codebook_size)
-      return loss, {"loss": loss, **parts, **ent, **{f"perplexity/q{i}": ppl[i] for i in range(a.num_quantizers)}}
+      return objective(model, batch)[:2]
     return f
 
   v, w = cfg.video, cfg.codec_train
