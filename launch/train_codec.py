@@ -6,8 +6,9 @@
 
 The codec kind and every run setting (loss weights, windows, evaluation) are
 in the config's `codec_train` section (`--config.codec_train.eval_every=500`),
-saved with the checkpoint. `--data=synthetic` trains on generated tones /
-moving squares (smoke runs without a corpus). Writes into `--workdir`:
+saved with the checkpoint (`--config.codec_train.adv_weight=1 --config.codec_train.fm_weight=2`
+adds the audio discriminator of `codecs/adversarial.py`; off by default). `--data=synthetic`
+trains on generated tones / moving squares (smoke runs without a corpus). Writes into `--workdir`:
   checkpoints/   Orbax: params, optimizer, data-iterator state, config (resumes from the newest
                  readable step; SIGTERM / Ctrl-C save before exiting)
   metrics.jsonl  every logged step (loss parts, grad norm, perplexity per quantiser, units/s)
