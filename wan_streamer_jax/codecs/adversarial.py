@@ -15,12 +15,11 @@ discriminator is neither run nor trained); from it on, one step is
                    (the discriminator's current parameters, held fixed)
     discriminator: LS loss on the reference and the same step's reconstruction (no gradient into the codec)
 
-the discriminators seeing one `codec_train.disc_window`-sample span of each window: on 2 CPU cores
+both from the same discriminator parameters (a simultaneous update: one codec forward pass), the
+discriminators seeing one `codec_train.disc_window`-sample span of each window: on 2 CPU cores
 one discriminator update on a whole batch of 16 x 0.96 s windows cost 1.1 s (five periods, 16
 channels) to 3 s (one 512-point STFT sub-discriminator with a full-resolution layer, 16 channels),
 against 0.37 s for the codec's whole spectral step.
-
-both from the same discriminator parameters (a simultaneous update: one codec forward pass).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from flax import nnx
 from wan_streamer_jax.codecs import discriminator as disc_lib
 from wan_streamer_jax.codecs.training import audio_objective, batch_sharding, replicated
 from wan_streamer_jax.config import Config
+
 
 def create_discriminator(cfg: Config, seed: int = 0) -> disc_lib.Discriminator:
   w = cfg.codec_train

@@ -26,14 +26,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wan_streamer_jax.codecs.losses import stft
+from wan_streamer_jax.codecs.losses import magnitude, stft
 
 _SLOPE = 0.1  # leaky ReLU slope (HiFi-GAN)
 _COMPRESS = 0.3  # STFT magnitude compression exponent
 
 
-def _act(x: jax.Array) -> jax.Array:
-  return jax.nn.leaky_relu(x, _SLOPE)
+def _conv_stack(convs, out, h: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+  """Leaky-ReLU convs, then the 1-channel output conv -> (logits without the channel axis, activations)."""
+  feats = []
+  for conv in convs:
+    h = jax.nn.leaky_relu(conv(h), _SLOPE)
+    feats.append(h)
+  return out(h)[..., 0], feats
 
 
 class PeriodDiscriminator(nnx.Module):
@@ -54,11 +59,7 @@ class PeriodDiscriminator(nnx.Module):
     b, t = x.shape
     pad = (-t) % self.period
     h = jnp.pad(x, ((0, 0), (0, pad))).reshape(b, (t + pad) // self.period, self.period, 1)
-    feats = []
-    for conv in self.convs:
-      h = _act(conv(h))
-      feats.append(h)
-    return self.out(h)[..., 0], feats
+    return _conv_stack(self.convs, self.out, h)
 
 
 class STFTDiscriminator(nnx.Module):
@@ -77,14 +78,9 @@ class STFTDiscriminator(nnx.Module):
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
     spec = stft(x, self.n_fft, self.n_fft // 4)
-    mag = jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + 1e-10)
-    scale = mag ** (_COMPRESS - 1.0)  # |X|^0.3 with X's phase: loud and quiet bins on one scale
+    scale = magnitude(spec) ** (_COMPRESS - 1.0)  # |X|^0.3 with X's phase: loud and quiet bins on one scale
     h = jnp.stack([jnp.real(spec) * scale, jnp.imag(spec) * scale], axis=-1)
-    feats = []
-    for conv in self.convs:
-      h = _act(conv(h))
-      feats.append(h)
-    return self.out(h)[..., 0], feats
+    return _conv_stack(self.convs, self.out, h)
 
 
 class Discriminator(nnx.Module):

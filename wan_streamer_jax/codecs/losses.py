@@ -39,10 +39,14 @@ def stft(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
   return jnp.fft.rfft(frames, axis=-1)
 
 
+def magnitude(spec: jax.Array) -> jax.Array:
+  """|spec| of a complex STFT, with a finite gradient at 0 (`sqrt(re^2 + im^2 + 1e-10)`)."""
+  return jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + _EPS ** 2)
+
+
 def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
   """`[B, T]` -> `[B, frames, n_fft//2 + 1]` Hann-windowed |STFT| (frames fully inside the signal)."""
-  spec = stft(x, n_fft, hop)
-  return jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + _EPS ** 2)
+  return magnitude(stft(x, n_fft, hop))
 
 
 @functools.lru_cache(maxsize=32)
