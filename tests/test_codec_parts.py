@@ -1,5 +1,7 @@
 """Codec parts: causal conv state/stride/upsampling, FSQ, losses and metrics."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -193,23 +195,32 @@ def test_log_floor_sets_what_the_log_terms_see():
     Config().replace(codec_train=dict(kind="audio", log_floor=0.0))
 
 
-def test_stft_high_weight_moves_the_log_loss_to_the_telephone_band():
-  """An error tone at 6 kHz costs the log-STFT term less under stft_high_weight < 1, one at 1 kHz
-  more (a weighted mean); weight 1 is the plain mean; negative weights are refused by name."""
+@pytest.mark.parametrize("part,field", [("mr_stft", "stft_high_weight"), ("mel", "mel_high_weight")])
+def test_high_weights_move_the_log_losses_to_the_telephone_band(part, field):
+  """An error tone at 6 kHz costs the log-STFT / log-mel term less under its high weight < 1, one at
+  1 kHz more (a weighted mean); weight 1 is the plain mean; negative weights are refused by name."""
   from wan_streamer_jax.config import Config
   t = np.arange(8000) / 16000
   speech = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)[None]
-  def stft_part(err_hz, weight):
+  def term(err_hz, weight):
     recon = speech + (0.05 * np.sin(2 * np.pi * err_hz * t)).astype(np.float32)
     return float(losses.audio_loss(jnp.asarray(recon), jnp.asarray(speech), sample_rate=16000,
-                                   stft_high_weight=weight)[1]["mr_stft"])
-  assert stft_part(6000, 0.25) < 0.9 * stft_part(6000, 1.0)
-  assert stft_part(1000, 0.25) > 1.1 * stft_part(1000, 1.0)
-  plain = float(losses.multi_resolution_stft_loss(jnp.asarray(speech + 0.01), jnp.asarray(speech)))
-  assert abs(plain - float(losses.multi_resolution_stft_loss(jnp.asarray(speech + 0.01), jnp.asarray(speech),
-                                                              high_weight=1.0))) < 1e-7
-  with pytest.raises(ValueError, match="codec_train.stft_high_weight"):
-    Config().replace(codec_train=dict(kind="audio", stft_high_weight=-0.5))
+                                   **{field: weight})[1][part])
+  assert term(6000, 0.25) < 0.9 * term(6000, 1.0)
+  assert term(1000, 0.25) > 1.1 * term(1000, 1.0)
+  loss_fn = losses.multi_resolution_stft_loss if part == "mr_stft" else functools.partial(
+      losses.multi_resolution_mel_loss, sample_rate=16000)
+  plain = float(loss_fn(jnp.asarray(speech + 0.01), jnp.asarray(speech)))
+  assert abs(plain - float(loss_fn(jnp.asarray(speech + 0.01), jnp.asarray(speech), high_weight=1.0))) < 1e-7
+  with pytest.raises(ValueError, match=f"codec_train.{field}"):
+    Config().replace(codec_train=dict(kind="audio", **{field: -0.5}))
+
+
+def test_mel_centres_are_the_filter_peaks():
+  """`mel_centres_hz` (what mel_high_weight splits on) is where each mel filter peaks."""
+  fb = losses.mel_filterbank(16000, 2048, 64)
+  peaks = np.argmax(fb, axis=0) * 16000 / 2048
+  np.testing.assert_allclose(peaks, losses.mel_centres_hz(16000, 64), atol=16000 / 2048)
 
 
 def test_video_losses_and_metrics():

@@ -49,14 +49,22 @@ def stft_magnitude(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
   return magnitude(stft(x, n_fft, hop))
 
 
+def _mel_points(fmin: float, fmax: float, n_mels: int) -> np.ndarray:
+  """`n_mels + 2` frequencies (Hz) equally spaced on the HTK mel scale: band edges and centres."""
+  mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)
+  return 700.0 * (10 ** (np.linspace(mel(fmin), mel(fmax), n_mels + 2) / 2595.0) - 1.0)
+
+
+def mel_centres_hz(sample_rate: int, n_mels: int) -> np.ndarray:
+  """Centre frequency (Hz) of each of `mel_filterbank`'s `n_mels` bands (fmin 0, fmax Nyquist)."""
+  return _mel_points(0.0, sample_rate / 2, n_mels)[1:-1]
+
+
 @functools.lru_cache(maxsize=32)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
                    fmax: float | None = None) -> np.ndarray:
   """HTK mel triangular filters, `[n_fft//2 + 1, n_mels]` float32 (numpy, cached)."""
-  fmax = fmax or sample_rate / 2
-  mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)
-  inv = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)
-  pts = inv(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
+  pts = _mel_points(fmin, fmax or sample_rate / 2, n_mels)
   freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
   lo, ce, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]
   fb = np.maximum(0.0, np.minimum((freqs - lo) / (ce - lo), (hi - freqs) / (hi - ce)))
@@ -99,28 +107,34 @@ def multi_resolution_stft_loss(recon: jax.Array, target: jax.Array, resolutions=
   return total / len(resolutions)
 
 
+
+
 def multi_resolution_mel_loss(recon: jax.Array, target: jax.Array, sample_rate: int,
                               resolutions=((512, 128, 64), (1024, 256, 80), (2048, 512, 128)),
-                              log_floor: float = LOG_FLOOR) -> jax.Array:
-  """Mean over resolutions of L1 between log-mel spectrograms."""
+                              log_floor: float = LOG_FLOOR, high_weight: float = 1.0) -> jax.Array:
+  """Mean over resolutions of L1 between log-mel spectrograms; `high_weight` weighs the bands centred
+  above `NARROWBAND_HZ` (a weighted mean, as in `multi_resolution_stft_loss`)."""
   total = 0.0
   for n_fft, hop, n_mels in resolutions:
-    total = total + jnp.mean(jnp.abs(log_mel(recon, sample_rate, n_fft, hop, n_mels, log_floor)
-                                     - log_mel(target, sample_rate, n_fft, hop, n_mels, log_floor)))
+    err = jnp.abs(log_mel(recon, sample_rate, n_fft, hop, n_mels, log_floor)
+                  - log_mel(target, sample_rate, n_fft, hop, n_mels, log_floor))
+    w = np.where(mel_centres_hz(sample_rate, n_mels) > NARROWBAND_HZ, high_weight, 1.0).astype(np.float32)
+    total = total + jnp.mean(err * w) / float(np.mean(w))
   return total / len(resolutions)
 
 
 def audio_loss(recon: jax.Array, target: jax.Array, *, sample_rate: int, l1: float = 1.0,
                stft: float = 1.0, mel: float = 1.0, log_floor: float = LOG_FLOOR,
-               stft_high_weight: float = 1.0) -> tuple[jax.Array, dict]:
+               stft_high_weight: float = 1.0, mel_high_weight: float = 1.0) -> tuple[jax.Array, dict]:
   """Weighted sum; returns (loss, parts). `[B, T]` float32 waveforms; `log_floor` > 0 is the
-  magnitude floor of the log terms (STFT and mel); `stft_high_weight` weighs the log-STFT bins
-  above `NARROWBAND_HZ` (`multi_resolution_stft_loss`)."""
+  magnitude floor of the log terms (STFT and mel); `stft_high_weight` / `mel_high_weight` weigh the
+  log-STFT bins / mel bands above `NARROWBAND_HZ`."""
   parts = {"l1": jnp.mean(jnp.abs(recon - target)),
            "mr_stft": multi_resolution_stft_loss(recon, target, log_floor=log_floor, sample_rate=sample_rate,
                                                  high_weight=stft_high_weight)}
   if mel:
-    parts["mel"] = multi_resolution_mel_loss(recon, target, sample_rate, log_floor=log_floor)
+    parts["mel"] = multi_resolution_mel_loss(recon, target, sample_rate, log_floor=log_floor,
+                                             high_weight=mel_high_weight)
   loss = l1 * parts["l1"] + stft * parts["mr_stft"] + (mel * parts["mel"] if mel else 0.0)
   return loss, parts
 
