@@ -73,6 +73,16 @@ def test_codec2_roundtrip_is_aligned_and_rate_ordered(utterance):
     codec2.Codec2(999)
 
 
+def test_swap_stft_parts_resynthesises(utterance):
+  """A signal swapped with itself comes back; our magnitude with a noise's phase keeps our spectrum's
+  shape (its log-mel distance to us is far below the noise's)."""
+  from launch.benchmarks.codec_quality import swap_stft_parts
+  np.testing.assert_allclose(swap_stft_parts(utterance, utterance, 320, 160), utterance, atol=1e-5)
+  noise = np.random.default_rng(0).normal(0, 0.05, utterance.shape).astype(np.float32)
+  mixed = swap_stft_parts(utterance, noise, 320, 160)
+  assert metrics.log_mel_distance(mixed, utterance, SR) < 0.5 * metrics.log_mel_distance(noise, utterance, SR)
+
+
 def test_codec_quality_benchmark_scores_our_codec_and_codec2(tmp_path):
   import os
   import orbax.checkpoint as ocp
@@ -101,7 +111,9 @@ def test_codec_quality_benchmark_scores_our_codec_and_codec2(tmp_path):
   assert image.shape[1] > image.shape[0] and float(np.std(image[..., :3])) > 0.05
   for name in codec_quality.SETS:
     entry = res[name]
-    assert set(entry) == {"ours", "codec2_1200", "codec2_3200", "ours_minus_codec2_1200", "stoi_bands"}
+    assert set(entry) == {"ours", "codec2_1200", "codec2_3200", "ours_minus_codec2_1200", "stoi_bands", "oracle"}
+    # an untrained decoder's magnitudes are its main loss: the reference's put back score far higher
+    assert entry["oracle"]["reference_magnitude_ours_phase"]["stoi"] > entry["ours"]["stoi"] + 0.1
     bands = entry["stoi_bands"]
     assert len(bands["centre_hz"]) == 15 and bands["centre_hz"][0] == 150
     for codec_name in ("ours", "codec2_1200", "codec2_3200"):  # the bands' mean is the set's STOI

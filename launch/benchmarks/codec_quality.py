@@ -16,6 +16,10 @@ bitrate_bps, Codec2's delay in samples, and, per set, `ours_minus_codec2_1200` f
 PESQ-NB and `stoi_bands` (STOI per third-octave band, 150 Hz - 3.8 kHz, for each codec:
 `metrics.stoi_bands`; says in which formant region a codec loses). Utterances are deterministic
 (seeded); the synthesizer's output is bit-stable.
+`oracle` (per set) says which half of our decoder's output costs the figures: our output's STFT
+magnitude resynthesised with the reference's phase, and the reference's magnitude with our phase
+(`swap_stft_parts`, at the decoder's own iSTFT resolution: n_fft = strides[0] * fft_overlap, hop
+strides[0]); each scored as above.
 `spectrogram_png` (`launch.bench --png=`) also draws each set's first utterance: reference, ours and
 both Codec2 modes side by side.
 """
@@ -100,6 +104,18 @@ def _our_roundtrip(codec, refs: list[np.ndarray], batch: int = 8) -> list[np.nda
   return out
 
 
+def swap_stft_parts(magnitude_of: np.ndarray, phase_of: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+  """`[T]` float32: the STFT magnitude of `magnitude_of` with the phase of `phase_of` (both `[T]`),
+  resynthesised (periodic Hann, `hop`, least-squares overlap-add). Swapping a signal with itself
+  returns it."""
+  from scipy import signal
+  kw = dict(nperseg=n_fft, noverlap=n_fft - hop, boundary="zeros", padded=True)
+  mag = np.abs(signal.stft(magnitude_of, **kw)[2])
+  phase = np.angle(signal.stft(phase_of, **kw)[2])
+  y = signal.istft(mag * np.exp(1j * phase), nperseg=n_fft, noverlap=n_fft - hop, boundary=True)[1]
+  return np.pad(y, (0, max(0, magnitude_of.size - y.size)))[: magnitude_of.size].astype(np.float32)
+
+
 def write_spectrograms(path: str, rows: dict[str, dict[str, np.ndarray]], sample_rate: int,
                        seconds: float = 3.0) -> str:
   """PNG of log-magnitude spectrograms (0-5 kHz, 32 ms Hann, 8 ms hop): one row per set, one column per
@@ -158,6 +174,12 @@ def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets:
   for name, refs in sets.items():
     ours = _our_roundtrip(codec, refs)
     entry = {"ours": _mean_scores(ours, refs, sr)}
+    n_fft, hop = codec.cfg.strides[0] * codec.cfg.fft_overlap, codec.cfg.strides[0]
+    entry["oracle"] = {
+        "ours_magnitude_reference_phase": _mean_scores(
+            [swap_stft_parts(y, x, n_fft, hop) for y, x in zip(ours, refs)], refs, sr),
+        "reference_magnitude_ours_phase": _mean_scores(
+            [swap_stft_parts(x, y, n_fft, hop) for y, x in zip(ours, refs)], refs, sr)}
     bands = {"centre_hz": [round(c) for c in metrics.stoi_band_centres_hz()],
              "ours": _mean_stoi_bands(ours, refs, sr)}
     first[name] = {"reference": refs[0], "ours": ours[0]}
