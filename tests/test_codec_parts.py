@@ -50,9 +50,12 @@ def test_causal_upsample_chunked_and_causal(mode):
   np.testing.assert_array_equal(y2[:, :24], y[:, :24])
 
 
-def test_stft_frontend_and_istft_head_chunked_and_causal():
+@pytest.mark.parametrize("phase", ["absolute", "advance"])
+def test_stft_frontend_and_istft_head_chunked_and_causal(phase):
   hop = 16
-  front, head = CausalSTFTFrontend(hop, 2), CausalISTFTHead(6, hop, 3, rngs=nnx.Rngs(0))
+  front, head = CausalSTFTFrontend(hop, 2), CausalISTFTHead(6, hop, 3, phase=phase, rngs=nnx.Rngs(0))
+  if phase == "advance":  # a running phase that moves (it starts constant)
+    head.advance.kernel[...] = jax.random.normal(jax.random.key(6), head.advance.kernel.shape)
   x = jax.random.normal(jax.random.key(4), (2, 12 * hop, 1))
   f, _ = front(x)
   assert f.shape == (2, 12, hop + 1)
@@ -69,6 +72,30 @@ def test_stft_frontend_and_istft_head_chunked_and_causal():
   np.testing.assert_allclose(np.concatenate(ys, 1), y, atol=1e-5)
   np.testing.assert_array_equal(front(x.at[:, 7 * hop:].set(1.0))[0][:, :7], f[:, :7])
   np.testing.assert_array_equal(head(feats.at[:, 7:].set(1.0))[0][:, :7 * hop], y[:, :7 * hop])
+
+
+def test_istft_head_advance_starts_absolute_and_holds_a_frequency_between_bins():
+  """phase="advance" starts equal to the absolute head; one bin whose running phase advances at a
+  frequency 15 Hz off its centre synthesises that frequency (the absolute head, phase fixed, its centre)."""
+  hop, sr, k, f = 160, 16000, 50, 50 * 50 + 15.0  # bins 50 Hz apart: bin 50 is 2500 Hz
+  feats = jax.random.normal(jax.random.key(7), (1, 100, 4))
+  absolute = CausalISTFTHead(4, hop, 2, rngs=nnx.Rngs(0))
+  advance = CausalISTFTHead(4, hop, 2, phase="advance", rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(advance(feats)[0], absolute(feats)[0], atol=1e-3 * float(jnp.abs(absolute(feats)[0]).max()))
+  peaks = {}
+  for name, head in (("absolute", absolute), ("advance", advance)):
+    head.proj.kernel[...] = jnp.zeros_like(head.proj.kernel[...])
+    head.proj.bias[...] = jnp.full((2 * head.bins,), -30.0).at[k].set(0.0).at[head.bins:].set(0.0)
+    if head.advance is not None:
+      head.advance.kernel[...] = jnp.zeros_like(head.advance.kernel[...])
+      head.advance.bias[...] = jnp.full((head.bins,), 2 * jnp.pi * f * hop / sr - jnp.pi * k)
+    y = np.asarray(head(feats)[0])[0, 2 * hop:, 0]
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(y.size)))
+    peaks[name] = np.fft.rfftfreq(y.size, 1 / sr)[np.argmax(spectrum)]
+  assert abs(peaks["advance"] - f) < 3 and abs(peaks["absolute"] - 50 * k) < 3, peaks
+  from wan_streamer_jax.config import Config
+  with pytest.raises(ValueError, match="audio.istft_phase"):
+    Config().replace(audio=dict(istft_phase="relative"))
 
 
 def test_space_depth_roundtrip():

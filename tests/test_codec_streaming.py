@@ -23,15 +23,19 @@ def _spread(param, factor):
   param[...] = param[...] * factor
 
 
-@pytest.fixture(scope="module", params=[0, 16], ids=["istft", "pitch+harmonic"])
+@pytest.fixture(scope="module", params=[0, 16], ids=["istft", "pitch+harmonic+advance"])
 def audio(request):
   """The default architecture, and the same with causal pitch features into the encoder
-  (audio.pitch_input) and a 16-oscillator harmonic head (audio.harmonics)."""
-  cfg = dataclasses.replace(AUDIO_CFG, harmonics=request.param, pitch_input=bool(request.param))
+  (audio.pitch_input), a 16-oscillator harmonic head (audio.harmonics) and the iSTFT head's
+  running phase (audio.istft_phase="advance")."""
+  cfg = dataclasses.replace(AUDIO_CFG, harmonics=request.param, pitch_input=bool(request.param),
+                            istft_phase="advance" if request.param else "absolute")
   codec = AudioCodec(cfg, rngs=nnx.Rngs(0))
   _spread(codec.quantizer.w_in, 3.0)
   if request.param:  # audible harmonics, so that a dropped phase / F0 / amplitude state shows
     codec.decoder.harmonic.proj.bias[...] = codec.decoder.harmonic.proj.bias[...].at[1:].set(-2.0)
+    head = codec.decoder.ups[-1]  # a running phase that moves (it starts constant)
+    head.advance.kernel[...] = jax.random.normal(jax.random.key(3), head.advance.kernel.shape)
   fns, params = codec.functional()
   return codec, fns, params
 

@@ -129,6 +129,8 @@ class AudioCodecConfig(_FSQVocabulary):
   head: str = "istft"  # decoder output: istft (log-magnitude + phase, causal inverse STFT, same sizes)
   #                      | conv (a causal upsampling conv by strides[0])
   fft_overlap: int = 2
+  istft_phase: str = "absolute"  # the istft head's phase: absolute (projected per hop) | advance (+ a running
+  #                               phase per bin from projected per-hop advances, carried in the state)
   upsample: str = "subpixel"  # subpixel (causal conv to s*C channels, then depth-to-time) | repeat
   harmonics: int = 0  # > 0: a harmonic oscillator bank beside the last stage (codecs/harmonic.py): per hop of
   #                     strides[0] an F0 and a spectral envelope, `harmonics` sinusoids at k * F0 (0 = none)
@@ -159,6 +161,8 @@ class AudioCodecConfig(_FSQVocabulary):
       _fail("audio.head", "istft | conv", self.head)
     if self.frontend not in ("stft", "conv"):
       _fail("audio.frontend", "stft | conv", self.frontend)
+    if self.istft_phase not in ("absolute", "advance"):
+      _fail("audio.istft_phase", "absolute | advance", self.istft_phase)
     if self.fft_overlap < 1:
       _fail("audio.fft_overlap", "an int >= 1", self.fft_overlap)
     if self.harmonics < 0:

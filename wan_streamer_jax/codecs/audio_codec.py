@@ -100,7 +100,8 @@ class AudioDecoder(nnx.Module):
       self.blocks.append(nnx.List([ResBlock(chans[i], cfg.kernel_t, dilation=d, norm=cfg.res_norm, rngs=rngs)
                                    for d in cfg.dilations]))
       if i == 0 and cfg.head == "istft":
-        self.ups.append(CausalISTFTHead(chans[0], cfg.strides[0], cfg.fft_overlap, rngs=rngs))
+        self.ups.append(CausalISTFTHead(chans[0], cfg.strides[0], cfg.fft_overlap, phase=cfg.istft_phase,
+                                        rngs=rngs))
       else:
         self.ups.append(CausalUpsample(chans[i], c_out, cfg.strides[i], 2, mode=cfg.upsample,
                                        init_scale=1.4 if i > 0 else 0.1, rngs=rngs))  # waveform starts quiet
