@@ -243,6 +243,30 @@ def test_high_weights_move_the_log_losses_to_the_telephone_band(part, field):
     Config().replace(codec_train=dict(kind="audio", **{field: -0.5}))
 
 
+def test_phase_derivative_loss_sees_incoherent_phase_not_a_phase_offset():
+  """0 for the target itself and ~0 for the same tones at another constant phase (the derivatives
+  ignore the time origin's phase); near the random-phase value (4 / pi) for noise under the same
+  envelope; finite gradients; a negative codec_train.phase_weight is refused by name."""
+  from wan_streamer_jax.config import Config
+  t = np.arange(16000) / 16000
+  tones = lambda phi: sum(np.sin(2 * np.pi * f * t + phi) / k for k, f in enumerate((210, 630, 1470, 2730), 1))
+  target = jnp.asarray(0.2 * tones(0.0), jnp.float32)[None]
+  shifted = jnp.asarray(0.2 * tones(1.3), jnp.float32)[None]
+  from scipy import signal
+  spec = signal.stft(np.asarray(target[0]), nperseg=320, noverlap=160)[2]  # a random phase per hop and bin
+  spec = np.abs(spec) * np.exp(2j * np.pi * np.random.default_rng(0).random(spec.shape))
+  noisy_phase = jnp.asarray(signal.istft(spec, nperseg=320, noverlap=160)[1][:16000], jnp.float32)[None]
+  loss = lambda r: float(losses.phase_derivative_loss(r, target, 320, 160))
+  assert loss(target) < 1e-3 and loss(shifted) < 0.05
+  assert loss(noisy_phase) > 0.8
+  grad = jax.grad(lambda r: losses.phase_derivative_loss(r, target, 320, 160))(noisy_phase)
+  assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
+  parts = losses.audio_loss(noisy_phase, target, sample_rate=16000, phase=2.0)[1]
+  assert "phase" in parts and "phase" not in losses.audio_loss(noisy_phase, target, sample_rate=16000)[1]
+  with pytest.raises(ValueError, match="codec_train.phase_weight"):
+    Config().replace(codec_train=dict(kind="audio", phase_weight=-1.0))
+
+
 def test_mel_centres_are_the_filter_peaks():
   """`mel_centres_hz` (what mel_high_weight splits on) is where each mel filter peaks."""
   fb = losses.mel_filterbank(16000, 2048, 64)

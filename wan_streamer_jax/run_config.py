@@ -145,6 +145,8 @@ class CodecTrainConfig:
   stft_high_weight: float = 1.0  # audio: weight of the log-STFT loss' bins above 4 kHz (losses.NARROWBAND_HZ)
   #                                against 1 below: < 1 spends the codes on the telephone band
   mel_high_weight: float = 1.0  # audio: the same for the log-mel loss' bands centred above 4 kHz
+  phase_weight: float = 0.0  # audio: + w * losses.phase_derivative_loss (the phase's change from hop to hop and
+  #                            bin to bin against the reference's, on the decoder's iSTFT grid; 0 = off)
   adv_weight: float = 0.0  # audio: + w * least-squares generator loss of `discriminator.Discriminator`
   fm_weight: float = 0.0  # audio: + w * its feature-matching loss; either > 0 trains a discriminator
   adv_start_step: int = 0  # the discriminator and both terms start at this step (spectral losses first)
@@ -176,7 +178,7 @@ class CodecTrainConfig:
       _fail("codec_train.kind", "'' (a Transformer run), audio or video", self.kind)
     for name in ("l1_weight", "stft_weight", "mel_weight", "l2_weight", "ssim_weight",
                  "contrast_weight", "entropy_weight", "f0_weight", "stft_high_weight", "mel_high_weight", "adv_weight",
-                 "fm_weight"):
+                 "fm_weight", "phase_weight"):
       if getattr(self, name) < 0:
         _fail(f"codec_train.{name}", "a weight >= 0", getattr(self, name))
     if self.adversarial:

@@ -123,12 +123,40 @@ def multi_resolution_mel_loss(recon: jax.Array, target: jax.Array, sample_rate: 
   return total / len(resolutions)
 
 
+def _unit_phasor_change(spec: jax.Array, axis: int) -> jax.Array:
+  """`spec[i] * conj(spec[i - 1])` along `axis`, normalised to unit length (0 where either is 0):
+  the phase's change between neighbouring hops (axis 1) or bins (axis 2) as a point on the circle."""
+  a, b = (spec[:, 1:], spec[:, :-1]) if axis == 1 else (spec[..., 1:], spec[..., :-1])
+  z = a * jnp.conj(b)
+  return z / (magnitude(z) + _EPS)
+
+
+def phase_derivative_loss(recon: jax.Array, target: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """Phase-derivative loss on the `n_fft` / `hop` STFT: the distance `|z_r - z_t|` (2 |sin(d / 2)| for a
+  phase error d: no wrapping) between the recon's and the target's phase change from hop to hop
+  (instantaneous frequency) and from bin to bin (group delay), each a mean weighted by the target's
+  |STFT|^0.5 (silent bins' phases are noise). A loss on the absolute phase would ask the decoder for
+  the reference's time origin, which log-magnitude codes do not carry; the derivatives ask for a
+  coherent phase (APNet, Ai & Ling 2023, trains its phase with such anti-wrapped derivative losses).
+  """
+  r, t = stft(recon, n_fft, hop), stft(target, n_fft, hop)
+  w = jnp.sqrt(magnitude(t))
+  total = 0.0
+  for axis in (1, 2):
+    d = magnitude(_unit_phasor_change(r, axis) - _unit_phasor_change(t, axis))
+    wa = jnp.minimum(w[:, 1:], w[:, :-1]) if axis == 1 else jnp.minimum(w[..., 1:], w[..., :-1])
+    total = total + jnp.sum(wa * d) / (jnp.sum(wa) + _EPS)
+  return total / 2
+
+
 def audio_loss(recon: jax.Array, target: jax.Array, *, sample_rate: int, l1: float = 1.0,
                stft: float = 1.0, mel: float = 1.0, log_floor: float = LOG_FLOOR,
-               stft_high_weight: float = 1.0, mel_high_weight: float = 1.0) -> tuple[jax.Array, dict]:
+               stft_high_weight: float = 1.0, mel_high_weight: float = 1.0, phase: float = 0.0,
+               phase_fft: tuple[int, int] = (320, 160)) -> tuple[jax.Array, dict]:
   """Weighted sum; returns (loss, parts). `[B, T]` float32 waveforms; `log_floor` > 0 is the
   magnitude floor of the log terms (STFT and mel); `stft_high_weight` / `mel_high_weight` weigh the
-  log-STFT bins / mel bands above `NARROWBAND_HZ`."""
+  log-STFT bins / mel bands above `NARROWBAND_HZ`; `phase` > 0 adds `phase_derivative_loss` on the
+  `phase_fft` = (n_fft, hop) STFT (the decoder's own iSTFT grid)."""
   parts = {"l1": jnp.mean(jnp.abs(recon - target)),
            "mr_stft": multi_resolution_stft_loss(recon, target, log_floor=log_floor, sample_rate=sample_rate,
                                                  high_weight=stft_high_weight)}
@@ -136,6 +164,9 @@ def audio_loss(recon: jax.Array, target: jax.Array, *, sample_rate: int, l1: flo
     parts["mel"] = multi_resolution_mel_loss(recon, target, sample_rate, log_floor=log_floor,
                                              high_weight=mel_high_weight)
   loss = l1 * parts["l1"] + stft * parts["mr_stft"] + (mel * parts["mel"] if mel else 0.0)
+  if phase:
+    parts["phase"] = phase_derivative_loss(recon, target, *phase_fft)
+    loss = loss + phase * parts["phase"]
   return loss, parts
 
 

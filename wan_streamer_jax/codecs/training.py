@@ -77,7 +77,8 @@ def audio_objective(cfg: Config) -> Callable[[Any, dict], tuple[jax.Array, dict,
     out = model(x, with_entropy=True)
     loss, parts = losses.audio_loss(out["recon"], x, sample_rate=a.sample_rate, l1=w.l1_weight,
                                     stft=w.stft_weight, mel=w.mel_weight, log_floor=w.log_floor,
-                                    stft_high_weight=w.stft_high_weight, mel_high_weight=w.mel_high_weight)
+                                    stft_high_weight=w.stft_high_weight, mel_high_weight=w.mel_high_weight,
+                                    phase=w.phase_weight, phase_fft=(a.strides[0] * a.fft_overlap, a.strides[0]))
     if out["log_f0"] is not None:  # the F0 error is reported whenever there is a head to read it from
       f0, voiced = yin_f0(x, a.sample_rate, a.strides[0])
       parts["f0_octaves"] = f0_loss(out["log_f0"], f0, voiced)
