@@ -107,8 +107,6 @@ def multi_resolution_stft_loss(recon: jax.Array, target: jax.Array, resolutions=
   return total / len(resolutions)
 
 
-
-
 def multi_resolution_mel_loss(recon: jax.Array, target: jax.Array, sample_rate: int,
                               resolutions=((512, 128, 64), (1024, 256, 80), (2048, 512, 128)),
                               log_floor: float = LOG_FLOOR, high_weight: float = 1.0) -> jax.Array:
