@@ -104,16 +104,17 @@ def _our_roundtrip(codec, refs: list[np.ndarray], batch: int = 8) -> list[np.nda
   return out
 
 
-def swap_stft_parts(magnitude_of: np.ndarray, phase_of: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-  """`[T]` float32: the STFT magnitude of `magnitude_of` with the phase of `phase_of` (both `[T]`),
-  resynthesised (periodic Hann, `hop`, least-squares overlap-add). Swapping a signal with itself
-  returns it."""
+def swap_stft_parts(a: np.ndarray, b: np.ndarray, n_fft: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+  """Two `[T]` float32 signals from two `[T]` ones: `a`'s STFT magnitude with `b`'s phase, and `b`'s
+  magnitude with `a`'s phase, each resynthesised (periodic Hann, `hop`, least-squares overlap-add).
+  Swapping a signal with itself returns it."""
   from scipy import signal
-  kw = dict(nperseg=n_fft, noverlap=n_fft - hop, boundary="zeros", padded=True)
-  mag = np.abs(signal.stft(magnitude_of, **kw)[2])
-  phase = np.angle(signal.stft(phase_of, **kw)[2])
-  y = signal.istft(mag * np.exp(1j * phase), nperseg=n_fft, noverlap=n_fft - hop, boundary=True)[1]
-  return np.pad(y, (0, max(0, magnitude_of.size - y.size)))[: magnitude_of.size].astype(np.float32)
+  spec_a, spec_b = (signal.stft(x, nperseg=n_fft, noverlap=n_fft - hop, boundary="zeros", padded=True)[2]
+                    for x in (a, b))
+  def resynth(mag, phase):
+    y = signal.istft(mag * np.exp(1j * phase), nperseg=n_fft, noverlap=n_fft - hop, boundary=True)[1]
+    return np.pad(y, (0, max(0, a.size - y.size)))[: a.size].astype(np.float32)
+  return (resynth(np.abs(spec_a), np.angle(spec_b)), resynth(np.abs(spec_b), np.angle(spec_a)))
 
 
 def write_spectrograms(path: str, rows: dict[str, dict[str, np.ndarray]], sample_rate: int,
@@ -171,15 +172,13 @@ def run(cfg: Config, audio_codec: str | None = None, utterances: int = 12, sets:
             "codec2_delay_samples": {str(m): d for m, d in delays.items()},
             "seconds_per_set": {n: round(float(sum(u.size for u in s) / sr), 1) for n, s in sets.items()}}
   first = {}
+  n_fft, hop = codec.cfg.strides[0] * codec.cfg.fft_overlap, codec.cfg.strides[0]  # the decoder's iSTFT grid
   for name, refs in sets.items():
     ours = _our_roundtrip(codec, refs)
     entry = {"ours": _mean_scores(ours, refs, sr)}
-    n_fft, hop = codec.cfg.strides[0] * codec.cfg.fft_overlap, codec.cfg.strides[0]
-    entry["oracle"] = {
-        "ours_magnitude_reference_phase": _mean_scores(
-            [swap_stft_parts(y, x, n_fft, hop) for y, x in zip(ours, refs)], refs, sr),
-        "reference_magnitude_ours_phase": _mean_scores(
-            [swap_stft_parts(x, y, n_fft, hop) for y, x in zip(ours, refs)], refs, sr)}
+    swaps = [swap_stft_parts(y, x, n_fft, hop) for y, x in zip(ours, refs)]
+    entry["oracle"] = {"ours_magnitude_reference_phase": _mean_scores([s[0] for s in swaps], refs, sr),
+                       "reference_magnitude_ours_phase": _mean_scores([s[1] for s in swaps], refs, sr)}
     bands = {"centre_hz": [round(c) for c in metrics.stoi_band_centres_hz()],
              "ours": _mean_stoi_bands(ours, refs, sr)}
     first[name] = {"reference": refs[0], "ours": ours[0]}

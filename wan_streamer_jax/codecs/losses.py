@@ -83,6 +83,15 @@ def _safe_norm(x: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(x ** 2) + 1e-12)
 
 
+def _high_weighted_mean(err: jax.Array, centres_hz: np.ndarray, high_weight: float) -> jax.Array:
+  """Mean of `err` `[..., bins]` with the bins centred above `NARROWBAND_HZ` weighted `high_weight`
+  against 1 below (a weighted mean: the term keeps the plain mean's scale; 1 = the plain mean)."""
+  if high_weight == 1.0:
+    return jnp.mean(err)
+  w = np.where(centres_hz > NARROWBAND_HZ, high_weight, 1.0).astype(np.float32)
+  return jnp.mean(err * w) / float(np.mean(w))
+
+
 def multi_resolution_stft_loss(recon: jax.Array, target: jax.Array, resolutions=STFT_RESOLUTIONS,
                                log_floor: float = LOG_FLOOR, sample_rate: int = 16000,
                                high_weight: float = 1.0) -> jax.Array:
@@ -97,13 +106,7 @@ def multi_resolution_stft_loss(recon: jax.Array, target: jax.Array, resolutions=
     # Spectral convergence over the whole batch: per window it explodes on silent windows.
     sc = _safe_norm(m_t - m_r) / (_safe_norm(m_t) + 1e-3)
     err = jnp.abs(jnp.log(m_t + log_floor) - jnp.log(m_r + log_floor))
-    if high_weight != 1.0:
-      freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
-      w = np.where(freqs > NARROWBAND_HZ, high_weight, 1.0).astype(np.float32)
-      log_term = jnp.mean(err * w) / float(np.mean(w))
-    else:
-      log_term = jnp.mean(err)
-    total = total + sc + log_term
+    total = total + sc + _high_weighted_mean(err, np.arange(n_fft // 2 + 1) * sample_rate / n_fft, high_weight)
   return total / len(resolutions)
 
 
@@ -116,15 +119,20 @@ def multi_resolution_mel_loss(recon: jax.Array, target: jax.Array, sample_rate: 
   for n_fft, hop, n_mels in resolutions:
     err = jnp.abs(log_mel(recon, sample_rate, n_fft, hop, n_mels, log_floor)
                   - log_mel(target, sample_rate, n_fft, hop, n_mels, log_floor))
-    w = np.where(mel_centres_hz(sample_rate, n_mels) > NARROWBAND_HZ, high_weight, 1.0).astype(np.float32)
-    total = total + jnp.mean(err * w) / float(np.mean(w))
+    total = total + _high_weighted_mean(err, mel_centres_hz(sample_rate, n_mels), high_weight)
   return total / len(resolutions)
+
+
+def _neighbours(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+  """(`x[i]`, `x[i - 1]`) for i >= 1 along `axis`."""
+  n = x.shape[axis]
+  return jax.lax.slice_in_dim(x, 1, n, axis=axis), jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)
 
 
 def _unit_phasor_change(spec: jax.Array, axis: int) -> jax.Array:
   """`spec[i] * conj(spec[i - 1])` along `axis`, normalised to unit length (0 where either is 0):
   the phase's change between neighbouring hops (axis 1) or bins (axis 2) as a point on the circle."""
-  a, b = (spec[:, 1:], spec[:, :-1]) if axis == 1 else (spec[..., 1:], spec[..., :-1])
+  a, b = _neighbours(spec, axis)
   z = a * jnp.conj(b)
   return z / (magnitude(z) + _EPS)
 
@@ -142,7 +150,7 @@ def phase_derivative_loss(recon: jax.Array, target: jax.Array, n_fft: int, hop: 
   total = 0.0
   for axis in (1, 2):
     d = magnitude(_unit_phasor_change(r, axis) - _unit_phasor_change(t, axis))
-    wa = jnp.minimum(w[:, 1:], w[:, :-1]) if axis == 1 else jnp.minimum(w[..., 1:], w[..., :-1])
+    wa = jnp.minimum(*_neighbours(w, axis))
     total = total + jnp.sum(wa * d) / (jnp.sum(wa) + _EPS)
   return total / 2
 
