@@ -21,6 +21,10 @@ the run as shipped: 1.94 s per step, 81 minutes, beside niced tests), against
   training windows of sink + window + 8 = 33 units: every window covers the whole attention span used
   when streaming (its last 9 queries see exactly what streaming sees) and its sink is the
   conversation's first unit (`data_pipelines/packing.TokenWindow`).
+- video and audio codes embedded as their table row plus one row per FSQ digit
+  (`model.code_digit_embed`, `model/code_embedding.py`): of the 8000 video codes most are seen a few
+  times in a run; the digits are the codec's latent channels, so the shape's colour reaches the trunk
+  through rows every code shares (run 4; runs 1-3 had the table alone).
 - 4 layers of width 128 (3.2M parameters with the embeddings, 2.0M of them the 8000-code video table
   and head; 1.4M with 1000 codes), and a 2-layer depth head
   (`model/depth_head.py`, +0.43M parameters, +10% train FLOPs) that draws the next unit's 4 text bytes
@@ -42,7 +46,7 @@ def get_config():
       text=TextConfig(text_slots=4),
       model=ModelConfig(embed_dim=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, mlp_dim=384,
                         rope_sections=(16, 8, 8), window_units=WINDOW_UNITS, sink_units=SINK_UNITS,
-                        attention_impl="xla", depth_layers=2),
+                        attention_impl="xla", depth_layers=2, code_digit_embed=True),
       # text_in's targets are the user's words as heard (an ASR-like target; the input stays MISSING)
       loss=LossConfig(text_in=1.0, text_in_target="heard"),
       optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=50, decay_steps=2500),

@@ -18,7 +18,7 @@ def get_config():
       text=TextConfig(text_slots=4),
       model=ModelConfig(embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=128,
                         rope_sections=(8, 4, 4), window_units=WINDOW_UNITS, sink_units=SINK_UNITS,
-                        attention_impl="xla", depth_layers=2),
+                        attention_impl="xla", depth_layers=2, code_digit_embed=True),
       # text_in's targets are the user's words as heard (an ASR-like target; the input stays MISSING)
       loss=LossConfig(text_in=1.0, text_in_target="heard"),
       optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5, decay_steps=200),

@@ -22,9 +22,10 @@ def config(**extra):
 
 
 @functools.lru_cache(maxsize=6)
-def engine(num_slots: int, sampling: SamplingConfig = SamplingConfig(), depth_layers: int = 0) -> StreamingEngine:
-  """`depth_layers > 0`: text_out and audio_out drawn slot by slot by the depth head."""
-  cfg = config(**({"model.depth_layers": depth_layers} if depth_layers else {}))
+def engine(num_slots: int, sampling: SamplingConfig = SamplingConfig(), depth_layers: int = 0,
+           **overrides) -> StreamingEngine:
+  """`depth_layers > 0`: text_out and audio_out drawn slot by slot by the depth head; `overrides`: config."""
+  cfg = config(**({"model.depth_layers": depth_layers} if depth_layers else {}), **overrides)
   return StreamingEngine(cfg, create_model(cfg, seed=0), create_codec(cfg, "audio", seed=1),
                          create_codec(cfg, "video", seed=2), num_slots=num_slots, sampling=sampling)
 

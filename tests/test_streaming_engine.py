@@ -16,9 +16,10 @@ OUT_KEYS = ("audio", "video", "text", "turn_state", "unit", "tokens", "next_toke
 EXACT = ("tokens", "next_tokens", "text", "turn_state", "unit")  # every token the model saw and drew
 
 
-@pytest.mark.parametrize("depth_layers", [0, 2], ids=["parallel_heads", "depth_head"])
-def test_teacher_forced_stream_reproduces_the_training_forward(depth_layers):
-  eng = engine(1, depth_layers=depth_layers)
+@pytest.mark.parametrize("depth_layers,overrides", [(0, {}), (2, {}), (2, {"model.code_digit_embed": True})],
+                         ids=["parallel_heads", "depth_head", "depth_head_code_digits"])
+def test_teacher_forced_stream_reproduces_the_training_forward(depth_layers, overrides):
+  eng = engine(1, depth_layers=depth_layers, **overrides)
   lay, L, units = eng.layout, eng.layout.tokens_per_unit, 12  # the ring (5 units) wraps twice
   inputs = random_inputs(eng, units, seed=3)
   rng = np.random.default_rng(4)

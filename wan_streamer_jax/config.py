@@ -47,6 +47,9 @@ class ModelConfig:
   window_units: int | None = None  # attend to the last W units (+ sinks); None = unbounded
   sink_units: int = 0
   depth_layers: int = 0  # >0: text_out and audio_out drawn slot by slot by a depth head (model/depth_head.py)
+  # True: a video / audio code's embedding also sums one row per FSQ digit (model/code_embedding.py), so
+  # codes that share digits share rows: a rare code starts from what its digits mean
+  code_digit_embed: bool = False
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -66,6 +69,8 @@ class ModelConfig:
       _fail("model.sink_units", "an int >= 0", self.sink_units)
     if not isinstance(self.depth_layers, int) or self.depth_layers < 0:
       _fail("model.depth_layers", "an int >= 0 (0 = no depth head)", self.depth_layers)
+    if not isinstance(self.code_digit_embed, bool):
+      _fail("model.code_digit_embed", "a bool", self.code_digit_embed)
     for name in ("embed_dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim"):
       if getattr(self, name) < 1:
         _fail(f"model.{name}", "an int >= 1", getattr(self, name))

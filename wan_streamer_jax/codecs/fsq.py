@@ -98,12 +98,16 @@ def fsq_round(bounded: jax.Array, levels: tuple[int, ...]) -> tuple[jax.Array, j
   return q / half_width, codes
 
 
+def fsq_digits(codes: jax.Array, levels: tuple[int, ...]) -> jax.Array:
+  """codes `[...]` int -> digits `[..., D]` int32, digit i in `[0, levels[i])` (digit 0 varies fastest)."""
+  basis = _consts(tuple(levels))[4]
+  return (codes[..., None] // basis) % jnp.asarray(levels, jnp.int32)
+
+
 def fsq_codes_to_values(codes: jax.Array, levels: tuple[int, ...]) -> jax.Array:
   """codes `[...]` int -> values `[..., D]` in [-1, 1] (inverse of `fsq_quantize`'s codes)."""
-  _, _, _, half_width, basis = _consts(tuple(levels))
-  lv = jnp.asarray(levels, jnp.int32)
-  digits = (codes[..., None] // basis) % lv
-  return (digits.astype(jnp.float32) - half_width) / half_width
+  half_width = _consts(tuple(levels))[3]
+  return (fsq_digits(codes, levels).astype(jnp.float32) - half_width) / half_width
 
 
 def valid_code_mask(codes: jax.Array, levels: tuple[int, ...]) -> jax.Array:

@@ -40,7 +40,8 @@ def model_cost(cfg: Config) -> ModelCost:
   depth_layer = 4 * m.embed_dim * m.num_heads * m.head_dim + 3 * m.embed_dim * m.mlp_dim
   depth = m.depth_layers * depth_layer
   depth_small = (K + 2 + 2 * m.depth_layers) * m.embed_dim if m.depth_layers else 0
-  params = trunk + embeds + small + depth + depth_small
+  digits = sum(sum(getattr(cfg, k).levels) for k in ("video", "audio")) * m.embed_dim if m.code_digit_embed else 0
+  params = trunk + embeds + small + depth + depth_small + digits
   dtype_bytes = 2 if m.compute_dtype == "bfloat16" else 4
   kv = m.num_layers * 2 * m.num_kv_heads * m.head_dim * L * dtype_bytes
   return ModelCost(params=int(params), matmul_params_per_token=trunk + head_per_token + depth * K / L,

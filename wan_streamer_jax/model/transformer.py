@@ -26,6 +26,7 @@ from jax import lax
 
 from wan_streamer_jax import kernels, schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
+from wan_streamer_jax.model.code_embedding import CodeDigitEmbedding
 from wan_streamer_jax.model.depth_head import DEPTH_GROUPS, DepthHead, depth_segments, depth_slots
 from wan_streamer_jax.model.kv_cache import KVCache, ring_offset, write_rows
 from wan_streamer_jax.model.layers import Block, RMSNorm, _param
@@ -54,6 +55,10 @@ class WanStreamer(nnx.Module):
     self.embed = nnx.Dict({
         k: _param(rngs, emb_init, (padded_vocab(self.layout.vocab_sizes[k]), m.embed_dim), ("vocab", "embed"), pd)
         for k in KINDS})
+    # video / audio codes also sum one row per FSQ digit (model/code_embedding.py); None: the table alone
+    self.digit_embed = nnx.Dict({
+        k: CodeDigitEmbedding(getattr(cfg, k).levels, m.embed_dim, param_dtype=pd, rngs=rngs)
+        for k in ("video", "audio")}) if m.code_digit_embed else None
     self.role_embed = _param(rngs, emb_init, (2, m.embed_dim), ("table", "embed"), pd)
     self.level_embed = _param(rngs, emb_init, (self.layout.num_levels, m.embed_dim), ("table", "embed"), pd)
 
@@ -91,9 +96,15 @@ class WanStreamer(nnx.Module):
     return constrain(x.reshape(b, s, -1), ("batch", "seq", "act_embed"))
 
   def embed_kind(self, tokens, kind: str):
-    """int32 tokens of one kind `[...]` -> their rows of the kind's table `[..., embed]` (compute dtype)."""
-    return jnp.take(self.embed[kind][...].astype(jnp.dtype(self.cfg.model.compute_dtype)), tokens, axis=0,
-                    mode="clip")
+    """int32 tokens of one kind `[...]` -> their rows of the kind's table `[..., embed]` (compute dtype).
+
+    With `model.code_digit_embed`, a video or audio code's row also sums its FSQ digits' rows.
+    """
+    cd = jnp.dtype(self.cfg.model.compute_dtype)
+    x = jnp.take(self.embed[kind][...].astype(cd), tokens, axis=0, mode="clip")
+    if self.digit_embed is not None and kind in self.digit_embed:
+      x = x + self.digit_embed[kind](tokens, cd)
+    return x
 
   def rope(self, unit_ids):
     """unit_ids int32 `[batch, seq]` -> RoPE `(cos, sin)` tables `[batch, seq, 1, head_dim // 2]`."""
