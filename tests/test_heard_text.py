@@ -10,7 +10,7 @@ from data_pipelines.packing import TokenWindow, heard_targets
 from data_pipelines.token_data import random_token_example, tokenize_conversation
 from tests.helpers import tiny_config
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import TextConfig
+from wan_streamer_jax.config import GROUPS, TextConfig
 from wan_streamer_jax.model.transformer import create_model
 from wan_streamer_jax.model.losses import next_unit_loss
 from wan_streamer_jax.train.feed import batch_keys, check_batch
@@ -95,6 +95,31 @@ def test_the_pipeline_feeds_target_tokens_and_the_loss_reads_them():
   assert abs(float(heard["loss/text_in"]) - float(base["loss/text_in"])) > 1e-3  # the targets reached the loss
   for g in ("video_in", "audio_in", "video_out", "audio_out", "text_out"):
     np.testing.assert_allclose(heard[f"loss/{g}"], base[f"loss/{g}"], rtol=1e-6)
+
+
+def test_text_in_pad_weight_weighs_the_pad_targets_of_text_in_only():
+  batch = next(iter(pipelines.token_pipeline(_Source(), CFG, batch_size=2, seq_units=8, seed=0,
+                                             process_index=0, process_count=1)))
+  only_text_in = {g: 0.0 for g in ("video_in", "audio_in", "video_out", "audio_out", "text_out")}
+  model = create_model(CFG)
+  logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
+  targets, valid = schedule.next_unit_targets(batch["target_tokens"], batch["segment_ids"], L, batch["unit_ids"])
+  tgt, val = (np.asarray(LAYOUT.take_kind(a, "text")) for a in (targets, valid))
+  lg = np.asarray(logits["text"], np.float64)
+  ce = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1) - np.take_along_axis(lg, tgt[..., None], -1)[..., 0]
+  tiled = LAYOUT.tile(batch["tokens"].shape[1] // L)
+  text_in = (np.asarray(LAYOUT.take_kind(tiled.group[None], "text"))[0] == GROUPS.index("text_in"))[None] & val
+  pad = tgt == TextConfig.PAD
+  assert (text_in & pad).any() and (text_in & ~pad).any()
+  for pad_weight in (1.0, 0.25, 0.0):
+    cfg = CFG.replace(loss={**only_text_in, "text_in_pad_weight": pad_weight})
+    loss, metrics = next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"],
+                                   target_tokens=batch["target_tokens"])
+    w = text_in * np.where(pad, pad_weight, 1.0)
+    np.testing.assert_allclose(float(loss), (ce * w).sum() / w.sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["loss/text_in"]), ce[text_in].mean(), rtol=1e-5)  # reported unweighted
+  with pytest.raises(ValueError, match="loss.text_in_pad_weight"):
+    CFG.replace(loss={"text_in_pad_weight": 2.0})
 
 
 def _tokenize(metadata):

@@ -80,10 +80,15 @@ class LossConfig:
   # sample, `token_data.heard_text`). The input stays the stream (MISSING in spoken turns): predicting
   # what was just said is an ASR task that teaches the trunk to hear the words in `audio_in`.
   text_in_target: str = "stream"
+  # text_in targets that are PAD weigh this much (x text_in): with heard targets ~3/4 of them are PAD (no
+  # word ended in the unit), easy and never used when streaming (text_in's predictions are not fed back)
+  text_in_pad_weight: float = 1.0
 
   def __post_init__(self):
     if self.text_in_target not in ("stream", "heard"):
       _fail("loss.text_in_target", "stream | heard", self.text_in_target)
+    if not 0.0 <= self.text_in_pad_weight <= 1.0:
+      _fail("loss.text_in_pad_weight", "a float in [0, 1]", self.text_in_pad_weight)
 
   def group_weight(self, group: str) -> float:
     return float(getattr(self, group))

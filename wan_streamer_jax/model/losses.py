@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import GROUPS, KINDS, Config
+from wan_streamer_jax.config import GROUPS, KINDS, Config, TextConfig
+
 
 def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None):
   """Weighted next-unit cross-entropy.
@@ -20,7 +21,8 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     target_tokens: optional int32 `[batch, units * L]`: the targets are read from it (one unit later)
       instead of from `tokens` (`loss.text_in_target="heard"`: text_in's targets differ from its inputs).
   Returns:
-    (loss scalar, metrics dict): `loss/<group>` mean CE over valid targets,
+    (loss scalar, metrics dict): the loss weighs each target by its group's weight (`cfg.loss`; text_in's
+    PAD targets times `loss.text_in_pad_weight`); `loss/<group>` mean CE over valid targets (unweighted),
     `acc/<group>` accuracy, `loss/z`, `tokens/valid`.
   """
   layout = schedule.unit_layout(cfg)
@@ -41,6 +43,9 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     ce = lse - tgt_logit
     correct = (jnp.argmax(lg, axis=-1) == tgt).astype(jnp.float32)
     w = val * jnp.asarray(layout.take_kind(weight[None], k))
+    if k == "text" and cfg.loss.text_in_pad_weight != 1.0:
+      is_text_in = np.asarray(layout.take_kind(group[None], k)[0] == GROUPS.index("text_in"))
+      w = w * jnp.where(is_text_in[None] & (tgt == TextConfig.PAD), cfg.loss.text_in_pad_weight, 1.0)
     total += jnp.sum(ce * w)
     total_w += jnp.sum(w)
     z_total += jnp.sum(jnp.square(lse) * val)
