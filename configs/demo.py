@@ -24,7 +24,7 @@ the run as shipped: 1.94 s per step, 81 minutes, beside niced tests), against
 - video and audio codes embedded as their table row plus one row per FSQ digit
   (`model.code_digit_embed`, `model/code_embedding.py`): of the 8000 video codes most are seen a few
   times in a run; the digits are the codec's latent channels, so the shape's colour reaches the trunk
-  through rows every code shares (run 4; runs 1-3 had the table alone).
+  through rows every code shares (run 4; runs 1-3 had the table alone: README "The demo").
 - 4 layers of width 128 (3.2M parameters with the embeddings, 2.0M of them the 8000-code video table
   and head; 1.4M with 1000 codes), and a 2-layer depth head
   (`model/depth_head.py`, +0.43M parameters, +10% train FLOPs) that draws the next unit's 4 text bytes
