@@ -5,7 +5,8 @@ in the first documented run, 1.21e7 now with the depth head and 8000 video codes
 step; measured on 2 idle cores for the first run: 1.59 s per step in `launch.bench --what=train_step
 --config=configs/demo.py` (MFU 0.21: width 128 is small for the matmul units), 1.86 s per step in
 the documented run with its data pipeline, evaluations and checkpoints: 2,500 steps in 78 minutes;
-the run as shipped: 1.94 s per step, 81 minutes, beside niced tests), against
+run 3: 1.94 s per step, 81 minutes, beside niced tests; run 4, as shipped: 1.63 s per step, 68 minutes,
+alone: the whole documented run 1 h 41 min), against
 `small` (176 tokens per unit, trained on 8-unit windows of its 64-unit window):
 - 32x32 video with a 16x16 stride: 4 video tokens per unit and direction (small: 64), each an
   8000-code FSQ(8,8,5,5,5) cell. With 1000 codes (FSQ(8,5,5,5), the first two documented runs) the
