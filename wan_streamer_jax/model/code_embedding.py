@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wan_streamer_jax.codecs.fsq import fsq_digits
+from wan_streamer_jax.codecs.fsq import fsq_digits, valid_code_mask
 from wan_streamer_jax.model.layers import _param
 
 
@@ -39,5 +39,4 @@ class CodeDigitEmbedding(nnx.Module):
     """int tokens `[...]` -> the sum of their digits' rows `[..., embed]` in `dtype` (0 past the codebook)."""
     offsets = np.cumsum([0] + list(self.levels[:-1])).astype(np.int32)
     rows = jnp.take(self.rows[...].astype(dtype), fsq_digits(tokens, self.levels) + offsets, axis=0)
-    valid = (tokens >= 0) & (tokens < math.prod(self.levels))
-    return jnp.where(valid[..., None], rows.sum(axis=-2), jnp.zeros((), dtype))
+    return jnp.where(valid_code_mask(tokens, self.levels)[..., None], rows.sum(axis=-2), jnp.zeros((), dtype))

@@ -42,15 +42,15 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     tgt_logit = jnp.take_along_axis(lg, tgt[..., None], axis=-1)[..., 0]
     ce = lse - tgt_logit
     correct = (jnp.argmax(lg, axis=-1) == tgt).astype(jnp.float32)
+    g_of_slot = layout.take_kind(group[None], k)[0]
     w = val * jnp.asarray(layout.take_kind(weight[None], k))
     if k == "text" and cfg.loss.text_in_pad_weight != 1.0:
-      is_text_in = np.asarray(layout.take_kind(group[None], k)[0] == GROUPS.index("text_in"))
-      w = w * jnp.where(is_text_in[None] & (tgt == TextConfig.PAD), cfg.loss.text_in_pad_weight, 1.0)
+      is_text_in = (g_of_slot == GROUPS.index("text_in"))[None]
+      w = w * jnp.where(is_text_in & (tgt == TextConfig.PAD), cfg.loss.text_in_pad_weight, 1.0)
     total += jnp.sum(ce * w)
     total_w += jnp.sum(w)
     z_total += jnp.sum(jnp.square(lse) * val)
     n_total += jnp.sum(val)
-    g_of_slot = layout.take_kind(group[None], k)[0]
     for gi, g in enumerate(GROUPS):
       sel = (g_of_slot == gi).astype(np.float32)
       if not sel.any():
