@@ -7,7 +7,9 @@ unit (`schedule.shift_out_stream`: unit t holds the model's tokens of unit
 t - 1; MISSING only at the conversation's unit 0), so a window that starts
 mid-conversation sees the true previous output. Codec arrays become slots
 through `schedule.codes_to_slots` (audio `[units * 4, Q]` -> `[units, 4 * Q]`,
-frame-major, level-minor); `video_in` is MISSING where `video_in_present` is False.
+frame-major, level-minor); `video_in` is MISSING where `video_in_present` is False. With
+`text_lead = k` (`text.out_lead_units`) the model's text is the corpus' moved k units earlier
+(`text_slots.lead_text`): its words are due k units before their speech.
 
 `pack_windows(ds, seq_units, L)` packs windows (whole units) first-fit into
 sequences of `S = seq_units * L` tokens and returns per sequence:
@@ -21,15 +23,19 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from data_pipelines import text_slots
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT, GROUPS, TextConfig
 
 
-def window_tokens(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> np.ndarray:
-  """Units `[start, start + n)` of token example `ex` -> int32 `[n * tokens_per_unit]`."""
+def window_tokens(layout: schedule.UnitLayout, ex: dict, start: int, n: int, text_lead: int = 0) -> np.ndarray:
+  """Units `[start, start + n)` of token example `ex` -> int32 `[n * tokens_per_unit]`; `text_lead`: the
+  model's text (text_out) leads its speech by that many units."""
   units = int(ex["num_units"])
   if not (0 <= start and start + n <= units):
     raise ValueError(f"window [{start}, {start + n}) outside a conversation of {units} units")
+  if text_lead:
+    ex = {**ex, "text_out": text_slots.lead_text(ex["text_out"], text_lead)}
   streams = {}
   for group in GROUPS:
     role = group.split("_")[1]
@@ -65,7 +71,8 @@ class TokenWindow(grain.transforms.RandomMap):
   """Token example -> {"tokens", "unit_ids": int32 [n * L]}, n = min(max_units, units) units.
 
   With `heard=True` also "target_tokens" int32 `[n * L]`: the same window with text_in replaced by
-  `heard_targets` (the loss reads targets from it; the model still reads `tokens`).
+  `heard_targets` (the loss reads targets from it; the model still reads `tokens`). `text_lead`: the
+  model's text leads its speech by that many units (`text.out_lead_units`, `text_slots.lead_text`).
 
   Without sinks: a random window of n units, unit ids from 0 at its start. With
   `sink_units = k > 0` (streaming with an attention window keeps the
@@ -75,12 +82,16 @@ class TokenWindow(grain.transforms.RandomMap):
   the loss skips the target across the gap, see `schedule.next_unit_targets`).
   """
 
-  def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0, heard: bool = False):
+  def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0, heard: bool = False,
+               text_lead: int = 0):
     if sink_units and not sink_units < max_units:
       raise ValueError(f"sink_units: expected fewer than the window's {max_units} units, got {sink_units}")
     self.layout, self.max_units, self.sinks, self.heard = layout, int(max_units), int(sink_units), bool(heard)
+    self.text_lead = int(text_lead)
 
   def _cut(self, ex: dict, runs) -> np.ndarray:
+    if self.text_lead:  # once per example, not per run
+      ex = {**ex, "text_out": text_slots.lead_text(ex["text_out"], self.text_lead)}
     return np.concatenate([window_tokens(self.layout, ex, a, m) for a, m in runs])
 
   def random_map(self, ex: dict, rng: np.random.Generator) -> dict:

@@ -155,7 +155,7 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
   # Sinks only exist with an attention window; then a window keeps the conversation's first units.
   sinks = cfg.model.sink_units if cfg.model.window_units is not None else 0
   heard = cfg.loss.text_in_target == "heard"
-  ds = ds.random_map(TokenWindow(layout, seq_units, sinks, heard=heard))
+  ds = ds.random_map(TokenWindow(layout, seq_units, sinks, heard=heard, text_lead=cfg.text.out_lead_units))
   it = ds.to_iter_dataset(_read_options(num_threads, prefetch))
   it = pack_windows(it, seq_units, layout.tokens_per_unit, num_packing_bins or max(2, batch_size), seed,
                     with_targets=heard)

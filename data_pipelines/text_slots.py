@@ -4,7 +4,8 @@ Each word enters a queue at the unit where it starts (its first speech sample,
 or the unit it is typed in) as its UTF-8 bytes followed by WORD_END; a turn's
 end enters END_OF_TURN at the unit where the turn stops. Every unit emits up
 to `text_slots` tokens from the queue, PAD in the rest, so text is never ahead
-of speech and lags only when a unit's words do not fit.
+of speech and lags only when a unit's words do not fit. `lead_text` moves a
+laid-out stream k units earlier (the model's text with `text.out_lead_units`).
 """
 
 from __future__ import annotations
@@ -113,3 +114,15 @@ def unit_strings(slots: np.ndarray) -> list[str]:
                                                   MISSING: "?"}.get(tok, "#"))
     rows.append("".join(s))
   return rows
+
+
+def lead_text(slots: np.ndarray, units: int) -> np.ndarray:
+  """A laid-out stream int32 `[num_units, text_slots]` moved `units` earlier: each unit's tokens re-enter
+  the queue at unit `max(u - units, 0)` (`layout_text`), so nothing is dropped (tokens of the first
+  units queue up at unit 0) and a word's bytes come `units` units before its speech."""
+  slots = np.asarray(slots)
+  if units == 0:
+    return slots
+  events = [TextEvent(max(u - units, 0), tuple(int(t) for t in row if t != PAD))
+            for u, row in enumerate(slots) if (row != PAD).any()]
+  return layout_text(events, slots.shape[0], slots.shape[1])[0].astype(slots.dtype)

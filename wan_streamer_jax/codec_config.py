@@ -202,6 +202,11 @@ class TextConfig:
   """Byte-level text: UTF-8 bytes 0..255 plus specials."""
 
   text_slots: int = 4  # byte tokens per unit per direction
+  # The model's own text leads its speech by this many units (`text_slots.lead_text`, applied when
+  # windows are cut): a word's bytes are due before its voice starts, so the word is decided in text
+  # and not read back off the model's own audio (Moshi's acoustic delay). 0: the corpus alignment
+  # (a word's bytes in the unit its speech starts).
+  out_lead_units: int = 0
 
   PAD = 256
   WORD_END = 257
@@ -212,6 +217,8 @@ class TextConfig:
   def __post_init__(self):
     if self.text_slots < 1:
       _fail("text.text_slots", "an int >= 1", self.text_slots)
+    if not isinstance(self.out_lead_units, int) or isinstance(self.out_lead_units, bool) or self.out_lead_units < 0:
+      _fail("text.out_lead_units", "an int >= 0", self.out_lead_units)
 
   @property
   def tokens_per_unit(self) -> int:

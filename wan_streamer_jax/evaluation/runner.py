@@ -40,7 +40,8 @@ def run_engine(engine, params, examples: list[dict], seeds: list[int]) -> dict:
   """The engine's outputs `[U, S, ...]` (numpy) for `examples` in its slots, via `run_stream`.
 
   The user's streams are teacher-forced (inputs), the model's free-running; `seeds[i]` is
-  dialogue i's sampling seed (independent of the slot it lands in).
+  dialogue i's sampling seed (independent of the slot it lands in). The model's text is scored where
+  it is spoken (`streams.speech_aligned_text`: `text.out_lead_units` later than it is emitted).
   """
   import jax
   from wan_streamer_jax.streaming import run_stream
@@ -49,7 +50,8 @@ def run_engine(engine, params, examples: list[dict], seeds: list[int]) -> dict:
     raise ValueError(f"run_engine: {len(examples)} dialogues do not fit the engine's {S} slots")
   inputs, active, reset = streams.engine_inputs(examples, num_slots=S, seeds=seeds)
   _, outputs = run_stream(engine, params, engine.init_state(seed=0), inputs, active_seq=active, reset_seq=reset)
-  return jax.tree.map(np.asarray, jax.device_get(outputs))
+  outputs = jax.tree.map(np.asarray, jax.device_get(outputs))
+  return streams.speech_aligned_text(outputs, engine.cfg.text.out_lead_units)
 
 
 def codec_round_trip(audio_codec, audio: np.ndarray, bucket_units: int = 32) -> np.ndarray:

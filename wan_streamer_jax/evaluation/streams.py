@@ -82,6 +82,19 @@ def reference_outputs(examples: list[dict]) -> dict:
   return out
 
 
+def speech_aligned_text(outputs: dict, lead_units: int) -> dict:
+  """Engine-format `outputs` with the model's text and turn state moved `lead_units` later (PAD and 0 in
+  the first units): a model with `text.out_lead_units = k` emits a word's bytes k units before its
+  voice, and its words are scored where they are spoken, as the reference row's are."""
+  if lead_units == 0:
+    return outputs
+  out = dict(outputs)
+  for key, fill in (("text", TextConfig.PAD), ("turn_state", 0)):
+    x = np.asarray(outputs[key])
+    out[key] = np.concatenate([np.full((lead_units,) + x.shape[1:], fill, x.dtype), x[:-lead_units]], axis=0)
+  return out
+
+
 def streams_of(outputs: dict, slot: int, num_units: int) -> ModelStreams:
   """Slot `slot`'s first `num_units` units of engine-format `outputs`, flattened over time."""
   for key in ("audio", "video", "text", "turn_state"):
