@@ -142,7 +142,10 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
         f"{_fmt(t['validation'].get('loss/text_out'))}, audio_out {_fmt(t['validation'].get('loss/audio_out'))}, "
         f"video_out {_fmt(t['validation'].get('loss/video_out'))}, text_in {_fmt(t['validation'].get('loss/text_in'))})"
         + (f"; heard-word bytes right {_fmt(t['hearing']['byte_accuracy'])} (answer words "
-           f"{_fmt(t['hearing']['answer_byte_accuracy'])})" if "hearing" in t else ""))
+           f"{_fmt(t['hearing']['answer_byte_accuracy'])})" if "hearing" in t else "")
+        + ("; answers teacher-forced colour / arithmetic / repeat " + " / ".join(
+            _fmt(t["answers"][k]["answer_accuracy"]) for k in ("colour", "arithmetic", "repeat"))
+           if "answers" in t else ""))
   if "evaluate" in r:
     row("evaluate", f"{r['evaluate']['dialogues']} held-out test dialogues; rows " +
         ", ".join(r["evaluate"]["headline"]) + " (table below)")

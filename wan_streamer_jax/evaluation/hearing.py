@@ -20,9 +20,10 @@ from wan_streamer_jax.config import GROUPS, Config, ConfigError, TextConfig
 from wan_streamer_jax.evaluation.timelines import normalise_word
 
 
-def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
-  """bool like `heard` `[units, slots]`: the bytes of every run of heard words that says `answer`."""
-  flat = heard.reshape(-1)
+def answer_runs(stream: np.ndarray, answer: str) -> list[np.ndarray]:
+  """Every run of words in `stream` `[units, slots]` that says `answer`: each a bool mask like `stream`
+  over the run's byte tokens (WORD_END and PAD excluded), in stream order."""
+  flat = stream.reshape(-1)
   words, start = [], 0  # (normalised word, first position, end position)
   for i, tok in enumerate(flat):
     if tok == TextConfig.WORD_END:
@@ -32,12 +33,22 @@ def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
     elif tok >= 256:
       start = i + 1
   target = [normalise_word(w) for w in answer.split()]
-  mask = np.zeros(flat.shape, bool)
+  runs = []
   for j in range(len(words) - len(target) + 1):
     if target and [w for w, _, _ in words[j:j + len(target)]] == target:
+      mask = np.zeros(flat.shape, bool)
       for _, a, b in words[j:j + len(target)]:
         mask[a:b] = flat[a:b] < 256
-  return mask.reshape(heard.shape)
+      runs.append(mask.reshape(stream.shape))
+  return runs
+
+
+def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
+  """bool like `heard` `[units, slots]`: the bytes of every run of heard words that says `answer`."""
+  mask = np.zeros(heard.shape, bool)
+  for run in answer_runs(heard, answer):
+    mask |= run
+  return mask
 
 
 def heard_word_accuracy(logits_fn, cfg: Config, source, *, max_conversations: int | None = None,
@@ -65,8 +76,9 @@ def heard_word_accuracy(logits_fn, cfg: Config, source, *, max_conversations: in
   for i in range(total):
     ex = source[i]
     units = int(ex["num_units"])
-    tokens = window_tokens(layout, ex, 0, units)[None]
-    target = window_tokens(layout, heard_targets(ex), 0, units)[None]
+    lead = cfg.text.out_lead_units
+    tokens = window_tokens(layout, ex, 0, units, lead)[None]
+    target = window_tokens(layout, heard_targets(ex), 0, units, lead)[None]
     seg = np.ones_like(tokens)
     uid = np.repeat(np.arange(units, dtype=np.int32), L)[None]
     sel = np.tile(text_in, units)

@@ -1,0 +1,104 @@
+"""Does the model know the answer? Greedy text_out predictions on the answer words, teacher-forced.
+
+The behaviour evaluation scores answers free-running (sampled, a handful per task on the test split).
+This probe asks the narrower question on held-out token data: with every stream teacher-forced (the
+user's question, the video, the model's own reply so far), does the argmax of the model's text_out
+slots spell the answer word where the corpus' reply says it ("purple" in "I see a purple circle.",
+"seven" in "three plus four is seven.", "tiny robot" in "you said tiny robot.")? Per answer task
+(`answers.ANSWER_TASKS`):
+
+- `first_byte_accuracy`: the answer's first byte — the decision; the rest of the word is spelling;
+- `byte_accuracy`: all its bytes;
+- `answer_accuracy`: answers with every byte right (what greedy decoding of that unit would write
+  given the right reply so far).
+
+A conversation's scored answer is its first (`expected_answer`, at `answer_unit`); a task's chance
+is `answers.chance_rates`. The examples pair the reply's text around the answer with the argmax.
+
+Read it with its blind spot in mind: teacher-forced, the model also sees its own recorded voice and
+face up to the unit before the answer. With `text.out_lead_units=0` a word's bytes are due in the
+unit its voice starts, and the demo's run 4 leans on that recording: replacing its own audio_out /
+video_out of that one unit with the unit before's drops repeat from 13/13 answers to 0/13 and colour
+from 9/14 to 0/14 (validation; README "The demo"), while free-running (its own voice, greedy text) it
+answers 3/16 and 0/16. A lead >= 1 puts the bytes before the voice, and the probe then measures what the
+model decides from the user's question.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_pipelines import text_slots
+from data_pipelines.packing import window_tokens
+from wan_streamer_jax import schedule
+from wan_streamer_jax.config import GROUPS, Config
+from wan_streamer_jax.evaluation.answers import ANSWER_TASKS
+from wan_streamer_jax.evaluation.hearing import answer_runs
+
+
+def answer_task(task: str) -> str | None:
+  """The task of a conversation's first answer: its first task that has one (`"greeting+colour"` -> colour)."""
+  return next((t for t in str(task).split("+") if t in ANSWER_TASKS), None)
+
+
+def answer_knowledge(logits_fn, cfg: Config, source, *, max_conversations: int | None = None,
+                     examples: int = 6) -> dict:
+  """Teacher-forced greedy accuracy of the text_out slots on each conversation's first answer.
+
+  Args:
+    logits_fn: `(tokens, segment_ids, unit_ids)` int32 `[1, units * L]` -> `{"text": [1, n_text, V]}`
+      (the training forward: with a depth head, its teacher-forced logits are the text_out slots').
+    cfg: the model's config.
+    source: token examples with `task`, `expected_answer`, `answer_unit` (`token_data.TokenDataSource`).
+    max_conversations: read at most this many of `source`.
+    examples: `{"task", "answer", "reply", "model"}` transcripts returned for reading.
+  Returns:
+    {task: {"answers", "bytes", "first_byte_accuracy", "byte_accuracy", "answer_accuracy"}} for each
+    answer task, plus "conversations" (read) and "examples".
+  """
+  layout = schedule.unit_layout(cfg)
+  L, S = layout.tokens_per_unit, cfg.text.text_slots
+  text_out = np.asarray(layout.take_kind(layout.group[None], "text"))[0] == GROUPS.index("text_out")
+  counts = {t: dict(n=0, bytes=0, hits=0, first=0, whole=0) for t in ANSWER_TASKS}
+  shown = []
+  total = len(source) if max_conversations is None else min(len(source), int(max_conversations))
+  for i in range(total):
+    ex = source[i]
+    task, answer = answer_task(ex.get("task", "")), str(ex.get("expected_answer", ""))
+    if task is None or not answer or int(ex.get("answer_unit", -1)) < 0:
+      continue
+    units = int(ex["num_units"])
+    tokens = window_tokens(layout, ex, 0, units, cfg.text.out_lead_units)[None]
+    seg = np.ones_like(tokens)
+    uid = np.repeat(np.arange(units, dtype=np.int32), L)[None]
+    sel = np.tile(text_out, units)
+    tgt, valid = (np.asarray(x) for x in schedule.next_unit_targets(tokens, seg, L, uid))
+    t = np.asarray(layout.take_kind(tgt, "text"))[0][sel].reshape(units, S)
+    v = np.asarray(layout.take_kind(valid, "text"))[0][sel].reshape(units, S)
+    runs = [r & v for r in answer_runs(t, answer)]
+    runs = [r for r in runs if r.any()]
+    if not runs:  # the reply does not say its answer in the text stream (e.g. cut at the window's end)
+      continue
+    # target row u holds the out slots of unit u + 1, i.e. the model's tokens *of* unit u (out streams are
+    # shifted): the run nearest the unit where the answer's text is due (its speech's unit,
+    # `text.out_lead_units` earlier)
+    due = int(ex["answer_unit"]) - cfg.text.out_lead_units
+    run = min(runs, key=lambda r: abs(int(np.flatnonzero(r.any(-1))[0]) - due))
+    pred = np.asarray(logits_fn(tokens, seg, uid)["text"]).argmax(-1)[0][sel].reshape(units, S)
+    ok = (pred == t)[run]
+    c = counts[task]
+    c["n"] += 1
+    c["bytes"] += int(ok.size)
+    c["hits"] += int(ok.sum())
+    c["first"] += int(ok[0])
+    c["whole"] += int(ok.all())
+    if len(shown) < examples and task not in {e["task"] for e in shown[-2:]}:
+      rows = np.flatnonzero(run.any(-1))
+      lo, hi = max(int(rows[0]) - 3, 0), int(rows[-1]) + 2
+      shown.append({"task": task, "answer": answer, "reply": text_slots.decode_slots(t[lo:hi]),
+                    "model": text_slots.decode_slots(pred[lo:hi])})
+  out = {task: {"answers": c["n"], "bytes": c["bytes"],
+                "first_byte_accuracy": c["first"] / max(c["n"], 1),
+                "byte_accuracy": c["hits"] / max(c["bytes"], 1),
+                "answer_accuracy": c["whole"] / max(c["n"], 1)} for task, c in counts.items()}
+  return {**out, "conversations": total, "examples": shown}
