@@ -51,3 +51,20 @@ def test_an_oracle_hears_everything_and_a_silent_model_nothing():
   assert perfect["examples"][0]["heard"] == perfect["examples"][0]["model"]
   silent = heard_word_accuracy(_fn_from(ex, lambda t: np.full_like(t, TextConfig.PAD)), CFG, [ex])
   assert silent["byte_accuracy"] == 0.0 and silent["answer_byte_accuracy"] == 0.0 and silent["pad_accuracy"] == 1.0
+
+
+def test_the_probes_bucketed_forward_gives_the_unpadded_argmax():
+  """`text_argmax` pads a conversation with segment 0 to share compiled shapes: the real units' argmax
+  must be the unpadded forward's (a depth head included)."""
+  from flax import nnx
+  from wan_streamer_jax.evaluation.hearing import text_argmax
+  from wan_streamer_jax.model.transformer import create_model
+  cfg = tiny_config(**{"model.attention_impl": "xla", "model.depth_layers": 1})
+  model, lay = create_model(cfg, seed=1), schedule.unit_layout(cfg)
+  ex = random_token_example(cfg, 11, np.random.default_rng(2))
+  tokens = window_tokens(lay, ex, 0, 11)[None]
+  uid = np.repeat(np.arange(11, dtype=np.int32), lay.tokens_per_unit)[None]
+  fn = nnx.jit(lambda m, t, s, u: m(t, s, u))
+  want = np.asarray(fn(model, tokens, np.ones_like(tokens), uid)["text"]).argmax(-1)[0]
+  got = text_argmax(lambda t, s, u: fn(model, t, s, u), tokens, lay, bucket_units=8)  # 11 -> 16 units
+  np.testing.assert_array_equal(got, want)

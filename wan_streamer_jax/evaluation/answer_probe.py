@@ -33,7 +33,7 @@ from data_pipelines.packing import window_tokens
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, Config
 from wan_streamer_jax.evaluation.answers import ANSWER_TASKS
-from wan_streamer_jax.evaluation.hearing import answer_runs
+from wan_streamer_jax.evaluation.hearing import answer_runs, text_argmax
 
 
 def answer_task(task: str) -> str | None:
@@ -46,7 +46,8 @@ def answer_knowledge(logits_fn, cfg: Config, source, *, max_conversations: int |
   """Teacher-forced greedy accuracy of the text_out slots on each conversation's first answer.
 
   Args:
-    logits_fn: `(tokens, segment_ids, unit_ids)` int32 `[1, units * L]` -> `{"text": [1, n_text, V]}`
+    logits_fn: `(tokens, segment_ids, unit_ids)` int32 `[1, n * L]` -> `{"text": [1, n_text, V]}` (n: the
+      conversation's units padded with segment 0, `hearing.text_argmax`)
       (the training forward: with a depth head, its teacher-forced logits are the text_out slots').
     cfg: the model's config.
     source: token examples with `task`, `expected_answer`, `answer_unit` (`token_data.TokenDataSource`).
@@ -84,7 +85,7 @@ def answer_knowledge(logits_fn, cfg: Config, source, *, max_conversations: int |
     # `text.out_lead_units` earlier)
     due = int(ex["answer_unit"]) - cfg.text.out_lead_units
     run = min(runs, key=lambda r: abs(int(np.flatnonzero(r.any(-1))[0]) - due))
-    pred = np.asarray(logits_fn(tokens, seg, uid)["text"]).argmax(-1)[0][sel].reshape(units, S)
+    pred = text_argmax(logits_fn, tokens, layout)[sel].reshape(units, S)
     ok = (pred == t)[run]
     c = counts[task]
     c["n"] += 1

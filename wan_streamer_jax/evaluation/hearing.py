@@ -51,12 +51,32 @@ def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
   return mask
 
 
+def text_argmax(logits_fn, tokens: np.ndarray, layout, bucket_units: int = 32) -> np.ndarray:
+  """int32 `[units * text slots per unit]`: the greedy text tokens of one whole conversation.
+
+  `tokens` int32 `[1, units * L]` is padded to a multiple of `bucket_units` units with segment 0 (the
+  forward never lets a unit see later ones or another segment, so the real units' logits are
+  unchanged), so conversations of many lengths share a few compiled shapes.
+  """
+  L = layout.tokens_per_unit
+  units = tokens.shape[1] // L
+  padded = -(-units // bucket_units) * bucket_units
+  t = np.zeros((1, padded * L), np.int32)
+  t[0, :units * L] = tokens[0]
+  seg = np.zeros_like(t)
+  seg[0, :units * L] = 1
+  uid = np.repeat(np.arange(padded, dtype=np.int32), L)[None]
+  per_unit = int(np.asarray(layout.take_kind(layout.group[None], "text")).shape[1])
+  return np.asarray(logits_fn(t, seg, uid)["text"]).argmax(-1)[0][:units * per_unit]
+
+
 def heard_word_accuracy(logits_fn, cfg: Config, source, *, max_conversations: int | None = None,
                         examples: int = 6) -> dict:
   """Teacher-forced greedy accuracy of the text_in slots on heard words, whole conversations.
 
   Args:
-    logits_fn: `(tokens, segment_ids, unit_ids)` int32 `[1, units * L]` -> `{kind: [1, n_kind, V]}`.
+    logits_fn: `(tokens, segment_ids, unit_ids)` int32 `[1, n * L]` -> `{kind: [1, n_kind, V]}` (n: the
+      conversation's units padded with segment 0, `text_argmax`).
     cfg: the model's config (`loss.text_in_target` must be "heard").
     source: token examples with `heard_text` (`token_data.TokenDataSource`).
     max_conversations: score at most this many of `source`.
@@ -82,7 +102,7 @@ def heard_word_accuracy(logits_fn, cfg: Config, source, *, max_conversations: in
     seg = np.ones_like(tokens)
     uid = np.repeat(np.arange(units, dtype=np.int32), L)[None]
     sel = np.tile(text_in, units)
-    pred = np.asarray(logits_fn(tokens, seg, uid)["text"]).argmax(-1)[0][sel]  # [units * S]
+    pred = text_argmax(logits_fn, tokens, layout)[sel]  # [units * S]
     tgt, valid = (np.asarray(x) for x in schedule.next_unit_targets(target, seg, L, uid))
     t = np.asarray(layout.take_kind(tgt, "text"))[0][sel]
     v = np.asarray(layout.take_kind(valid, "text"))[0][sel]
