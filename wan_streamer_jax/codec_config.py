@@ -204,8 +204,8 @@ class TextConfig:
   text_slots: int = 4  # byte tokens per unit per direction
   # The model's own text leads its speech by this many units (`text_slots.lead_text`, applied when
   # windows are cut): a word's bytes are due before its voice starts, so the word is decided in text
-  # and not read back off the model's own audio (Moshi's acoustic delay). 0: the corpus alignment
-  # (a word's bytes in the unit its speech starts).
+  # and the voice follows it (Moshi's acoustic delay). 0: the corpus alignment (a word's bytes in the
+  # unit its speech starts).
   out_lead_units: int = 0
 
   PAD = 256

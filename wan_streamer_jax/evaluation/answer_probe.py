@@ -15,13 +15,12 @@ slots spell the answer word where the corpus' reply says it ("purple" in "I see 
 A conversation's scored answer is its first (`expected_answer`, at `answer_unit`); a task's chance
 is `answers.chance_rates`. The examples pair the reply's text around the answer with the argmax.
 
-Read it with its blind spot in mind: teacher-forced, the model also sees its own recorded voice and
-face up to the unit before the answer. With `text.out_lead_units=0` a word's bytes are due in the
-unit its voice starts, and the demo's run 4 leans on that recording: replacing its own audio_out /
-video_out of that one unit with the unit before's drops repeat from 13/13 answers to 0/13 and colour
-from 9/14 to 0/14 (validation; README "The demo"), while free-running (its own voice, greedy text) it
-answers 3/16 and 0/16. A lead >= 1 puts the bytes before the voice, and the probe then measures what the
-model decides from the user's question.
+Read it with its blind spot in mind: teacher-forced, the model also reads its own recorded voice and
+face up to the answer, free-running its own samples. The demo's run 4 leans on that recording:
+replacing its own audio_out / video_out of the one unit before the answer with the unit before's
+drops repeat from 13/13 answers to 0/13 and colour from 9/14 to 0/14 (validation; README "The
+demo"), and free-running (greedy text) it answers 3/16 and 0/16. The same swap is the probe's
+robustness check for a model that is meant to answer from the user.
 """
 
 from __future__ import annotations
