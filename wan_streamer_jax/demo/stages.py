@@ -112,35 +112,28 @@ def run_transformer(plan: DemoPlan, stage_dir: str, token_dir: str, progress: bo
          "first_train": _scalars(first or {}),
          "last_train": _scalars(_last_record(os.path.join(stage_dir, "metrics.jsonl"), "train")),
          "validation": _scalars(summary.final)}
-  if cfg.loss.text_in_target == "heard":  # does it hear the user's words? (validation, teacher-forced)
-    out["hearing"] = hearing_probe(stage_dir, token_dir)
-  out["answers"] = answer_probe(stage_dir, token_dir)  # does it know the answers? (the same)
+  # does it hear the user's words, does it know the answers? (validation, teacher-forced)
+  out.update(probes(stage_dir, token_dir))
   return out
 
 
-def _teacher_forced(model_dir: str):
-  """The trained Transformer's training forward `(tokens, segment_ids, unit_ids) -> logits`, and its config."""
+def probes(model_dir: str, token_dir: str, split: str = "validation") -> dict:
+  """A trained Transformer's teacher-forced probes on a token split, from one load: "answers"
+  (`evaluation.answer_probe.answer_knowledge`) and, with heard-word targets, "hearing"
+  (`evaluation.hearing.heard_word_accuracy`)."""
   from flax import nnx
+  from data_pipelines.token_data import TokenDataSource
+  from wan_streamer_jax.evaluation.answer_probe import answer_knowledge
+  from wan_streamer_jax.evaluation.hearing import heard_word_accuracy
   from wan_streamer_jax.train.checkpoint import load_model
   model, cfg, _, _ = load_model(model_dir, "transformer")
   forward = nnx.jit(lambda m, t, s, u: m(t, s, u))
-  return (lambda t, s, u: forward(model, t, s, u)), cfg
-
-
-def hearing_probe(model_dir: str, token_dir: str, split: str = "validation") -> dict:
-  """`evaluation.hearing.heard_word_accuracy` of a trained Transformer on a token split."""
-  from data_pipelines.token_data import TokenDataSource
-  from wan_streamer_jax.evaluation.hearing import heard_word_accuracy
-  fn, cfg = _teacher_forced(model_dir)
-  return heard_word_accuracy(fn, cfg, TokenDataSource(token_dir, split))
-
-
-def answer_probe(model_dir: str, token_dir: str, split: str = "validation") -> dict:
-  """`evaluation.answer_probe.answer_knowledge` of a trained Transformer on a token split."""
-  from data_pipelines.token_data import TokenDataSource
-  from wan_streamer_jax.evaluation.answer_probe import answer_knowledge
-  fn, cfg = _teacher_forced(model_dir)
-  return answer_knowledge(fn, cfg, TokenDataSource(token_dir, split))
+  fn = lambda t, s, u: forward(model, t, s, u)  # noqa: E731
+  source = TokenDataSource(token_dir, split)
+  out = {"answers": answer_knowledge(fn, cfg, source)}
+  if cfg.loss.text_in_target == "heard":
+    out["hearing"] = heard_word_accuracy(fn, cfg, source)
+  return out
 
 
 def demo_engine(model_dir: str, audio_dir: str, video_dir: str, num_slots: int):
