@@ -73,6 +73,9 @@ class TokenWindow(grain.transforms.RandomMap):
   With `heard=True` also "target_tokens" int32 `[n * L]`: the same window with text_in replaced by
   `heard_targets` (the loss reads targets from it; the model still reads `tokens`). `text_lead`: the
   model's text leads its speech by that many units (`text.out_lead_units`, `text_slots.lead_text`).
+  `targets=True` (or heard, or own_swap > 0) emits "target_tokens" (without heard: a copy of the clean
+  window). `own_swap = p`: each unit's audio_out / video_out *input* slots (the model's own voice and
+  face) are, with probability p, another unit's of the window (`train.own_stream_swap`; targets clean).
 
   Without sinks: a random window of n units, unit ids from 0 at its start. With
   `sink_units = k > 0` (streaming with an attention window keeps the
@@ -83,18 +86,20 @@ class TokenWindow(grain.transforms.RandomMap):
   """
 
   def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0, heard: bool = False,
-               text_lead: int = 0):
+               text_lead: int = 0, targets: bool = False, own_swap: float = 0.0):
     if sink_units and not sink_units < max_units:
       raise ValueError(f"sink_units: expected fewer than the window's {max_units} units, got {sink_units}")
     self.layout, self.max_units, self.sinks, self.heard = layout, int(max_units), int(sink_units), bool(heard)
-    self.text_lead = int(text_lead)
+    self.text_lead, self.own_swap = int(text_lead), float(own_swap)
+    self.targets = bool(targets or heard or own_swap > 0)
+    self.own_slots = np.isin(layout.group, [GROUPS.index("audio_out"), GROUPS.index("video_out")])
 
   def _cut(self, ex: dict, runs) -> np.ndarray:
-    if self.text_lead:  # once per example, not per run
-      ex = {**ex, "text_out": text_slots.lead_text(ex["text_out"], self.text_lead)}
     return np.concatenate([window_tokens(self.layout, ex, a, m) for a, m in runs])
 
   def random_map(self, ex: dict, rng: np.random.Generator) -> dict:
+    if self.text_lead:  # once per example (the heard targets below keep the led text_out)
+      ex = {**ex, "text_out": text_slots.lead_text(ex["text_out"], self.text_lead)}
     units = int(ex["num_units"])
     n, L, k = min(self.max_units, units), self.layout.tokens_per_unit, self.sinks
     if k and units > n:
@@ -105,8 +110,13 @@ class TokenWindow(grain.transforms.RandomMap):
       start = int(rng.integers(0, units - n + 1))
       runs, ids = [(start, n)], np.arange(n)
     out = {"tokens": self._cut(ex, runs), "unit_ids": np.repeat(ids, L).astype(np.int32)}
-    if self.heard:
-      out["target_tokens"] = self._cut(heard_targets(ex), runs)
+    if self.targets:
+      out["target_tokens"] = self._cut(heard_targets(ex), runs) if self.heard else out["tokens"].copy()
+    if self.own_swap > 0:  # the model's own voice / face inputs of some units <- another unit's
+      units_in = out["tokens"].reshape(n, L)
+      clean = units_in.copy()
+      for u in np.flatnonzero(rng.random(n) < self.own_swap):
+        units_in[u, self.own_slots] = clean[int(rng.integers(n)), self.own_slots]
     return out
 
 

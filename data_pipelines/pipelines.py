@@ -141,11 +141,14 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
                    seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                    process_index: int | None = None, process_count: int | None = None, num_threads: int = 0,
                    prefetch: int = 64, num_packing_bins: int | None = None, worker_count: int = 0,
-                   worker_buffer_size: int = 2, drop_remainder: bool = True) -> grain.IterDataset:
+                   worker_buffer_size: int = 2, drop_remainder: bool = True,
+                   own_stream_swap: float = 0.0) -> grain.IterDataset:
   """Packed unit-token sequences for the Transformer: `tokens/segment_ids/unit_ids` int32 `[B, S]`
   (and `target_tokens` with `loss.text_in_target="heard"`: `packing.heard_targets`).
 
   Defaults: `batch_size = cfg.train.batch_size`, `seq_units = cfg.train.units_per_example`.
+  `own_stream_swap`: the training feed's `cfg.train.own_stream_swap` (evaluation batches: 0, clean);
+  `target_tokens` come whenever `cfg.separate_targets`.
   """
   batch_size = batch_size or cfg.train.batch_size
   seq_units = seq_units or cfg.train.units_per_example
@@ -155,9 +158,11 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
   # Sinks only exist with an attention window; then a window keeps the conversation's first units.
   sinks = cfg.model.sink_units if cfg.model.window_units is not None else 0
   heard = cfg.loss.text_in_target == "heard"
-  ds = ds.random_map(TokenWindow(layout, seq_units, sinks, heard=heard, text_lead=cfg.text.out_lead_units))
+  targets = cfg.separate_targets
+  ds = ds.random_map(TokenWindow(layout, seq_units, sinks, heard=heard, text_lead=cfg.text.out_lead_units,
+                                 targets=targets, own_swap=own_stream_swap))
   it = ds.to_iter_dataset(_read_options(num_threads, prefetch))
   it = pack_windows(it, seq_units, layout.tokens_per_unit, num_packing_bins or max(2, batch_size), seed,
-                    with_targets=heard)
+                    with_targets=targets)
   it = it.batch(batch_size, drop_remainder=drop_remainder)
   return _maybe_workers(it, worker_count, worker_buffer_size)

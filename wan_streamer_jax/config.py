@@ -92,6 +92,12 @@ class Config:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
+  @property
+  def separate_targets(self) -> bool:
+    """Whether training batches carry `target_tokens` beside `tokens`: text_in's targets are heard words,
+    or the model's own-stream inputs are swapped (`train.own_stream_swap`; targets stay clean)."""
+    return self.loss.text_in_target == "heard" or self.train.own_stream_swap > 0
+
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Config":
     """Builds a validated Config from a (possibly ml_collections) nested mapping."""

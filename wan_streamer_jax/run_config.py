@@ -106,8 +106,15 @@ class TrainConfig:
   eval_every: int = 0  # 0 = evaluate only at the end (codecs) / never (Transformer without eval data)
   checkpoint_every: int = 1000  # with --workdir: also at the end and on SIGTERM / SIGINT; 0 = only then
   checkpoints_to_keep: int = 3
+  # Transformer: per training unit, the probability that the model's own voice and face *inputs*
+  # (audio_out / video_out slots) are replaced by another unit's of the same window; targets stay the
+  # clean ones (`packing.TokenWindow`). Free-running, the model reads its own samples, not the corpus':
+  # the demo's answers hang on the exact tokens of its last unit of voice (README "The demo").
+  own_stream_swap: float = 0.0
 
   def __post_init__(self):
+    if not 0.0 <= self.own_stream_swap < 1.0:
+      _fail("train.own_stream_swap", "a probability in [0, 1)", self.own_stream_swap)
     if self.batch_size < 1:
       _fail("train.batch_size", "an int >= 1", self.batch_size)
     if self.units_per_example < 2:

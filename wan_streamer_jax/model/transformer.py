@@ -260,7 +260,7 @@ class WanStreamer(nnx.Module):
   # -- one forward: training (cache=None) and decode ---------------------------------------------
 
   def __call__(self, tokens, segment_ids=None, unit_ids=None, cache: KVCache | None = None,
-               return_hidden: bool = False):
+               return_hidden: bool = False, depth_tokens=None):
     """Teacher-forced forward, or one unit per stream against a KV cache.
 
     Args:
@@ -273,6 +273,9 @@ class WanStreamer(nnx.Module):
         counter (from 0 at the conversation start), constant over the unit.
       cache: None (training), or a `KVCache` holding the streams' earlier units.
       return_hidden: with `cache`, also return the trunk's output `[batch, L, d]` (for `depth_decode`).
+      depth_tokens: training only: int32 like `tokens`, what the depth head is teacher-forced with
+        (default `tokens`; the train step passes the clean `target_tokens`, whose out slots differ from
+        the inputs' where `train.own_stream_swap` swapped them).
     Returns:
       dict kind -> float32 logits `[batch, n_kind_slots, padded_vocab]` at the
       sequence positions `layout.tile(units).kind_indices[kind]`; with `cache`,
@@ -297,7 +300,7 @@ class WanStreamer(nnx.Module):
     x = self.run_blocks(x, self.rope(unit_ids), ids, metadata)
     logits = {k: self.logits(x, k) for k in KINDS}
     if self.depth is not None:
-      logits = self.merge_depth_logits(logits, self.depth_forward(x, tokens))
+      logits = self.merge_depth_logits(logits, self.depth_forward(x, tokens if depth_tokens is None else depth_tokens))
     return logits
 
   def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache, return_hidden: bool):

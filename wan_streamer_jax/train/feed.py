@@ -12,8 +12,8 @@ BATCH_KEYS = ("tokens", "segment_ids", "unit_ids")
 
 
 def batch_keys(cfg: Config) -> tuple[str, ...]:
-  """The keys of a training batch: `BATCH_KEYS`, plus `target_tokens` when text_in's targets are heard words."""
-  return BATCH_KEYS + (("target_tokens",) if cfg.loss.text_in_target == "heard" else ())
+  """The keys of a training batch: `BATCH_KEYS`, plus `target_tokens` when `cfg.separate_targets`."""
+  return BATCH_KEYS + (("target_tokens",) if cfg.separate_targets else ())
 
 
 def process_slice(global_batch_size: int) -> slice:
@@ -39,7 +39,8 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
   shape = (rows, cfg.train.units_per_example * layout.tokens_per_unit)
   missing = [k for k in keys if k not in batch]
   if missing:
-    raise ValueError(f"batch: expected keys {keys} (loss.text_in_target={cfg.loss.text_in_target!r}), "
+    raise ValueError(f"batch: expected keys {keys} (loss.text_in_target={cfg.loss.text_in_target!r}, "
+                     f"train.own_stream_swap={cfg.train.own_stream_swap}), "
                      f"missing {missing} (got {sorted(batch)})")
   for k in keys:
     a = batch[k]

@@ -26,6 +26,6 @@ def random_token_batch(cfg: Config, step: int, batch_size: int | None = None,
   out = {"tokens": tokens,
          "segment_ids": np.ones_like(tokens),
          "unit_ids": np.broadcast_to(lay.unit_index, tokens.shape).astype(np.int32)}
-  if cfg.loss.text_in_target == "heard":  # random tokens have no heard words: the targets are the tokens
+  if cfg.separate_targets:  # random tokens have no heard words nor swaps: the targets are the tokens
     out["target_tokens"] = tokens.copy()
   return out

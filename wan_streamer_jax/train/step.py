@@ -23,7 +23,7 @@ def batch_shardings(mesh, keys: tuple[str, ...] = BATCH_KEYS) -> dict:
 
 
 def _loss(cfg: Config, model, batch: dict):
-  logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"])
+  logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"], depth_tokens=batch.get("target_tokens"))
   return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"],
                         batch.get("target_tokens"))
 

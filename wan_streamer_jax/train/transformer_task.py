@@ -59,7 +59,8 @@ def transformer_task(cfg: Config, mesh, *, source=None, eval_source=None, eval_b
     from data_pipelines import pipelines
     data_iter = iter(pipelines.token_pipeline(source, cfg, batch_size=n_rows, seed=cfg.train.seed,
                                               process_index=jax.process_index(),
-                                              process_count=jax.process_count()))
+                                              process_count=jax.process_count(),
+                                              own_stream_swap=cfg.train.own_stream_swap))
 
   def next_batch(step: int) -> dict:
     if data_iter is not None:
