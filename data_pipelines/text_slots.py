@@ -6,6 +6,8 @@ end enters END_OF_TURN at the unit where the turn stops. Every unit emits up
 to `text_slots` tokens from the queue, PAD in the rest, so text is never ahead
 of speech and lags only when a unit's words do not fit. `lead_text` moves a
 laid-out stream k units earlier (the model's text with `text.out_lead_units`).
+`answer_runs` / `answer_mask` find where a stream spells a conversation's answer
+(`loss.answer_weight`, the answer probe).
 """
 
 from __future__ import annotations
@@ -126,3 +128,41 @@ def lead_text(slots: np.ndarray, units: int) -> np.ndarray:
   events = [TextEvent(max(u - units, 0), tuple(int(t) for t in row if t != PAD))
             for u, row in enumerate(slots) if (row != PAD).any()]
   return layout_text(events, slots.shape[0], slots.shape[1])[0].astype(slots.dtype)
+
+
+def normalise_word(text: str) -> str:
+  """Lower case, surrounding punctuation stripped: the form words are compared in."""
+  return text.strip(".,!?:;\"'").lower()
+
+
+def answer_runs(stream: np.ndarray, answer: str) -> list[np.ndarray]:
+  """Every run of words in `stream` `[units, slots]` that says `answer`: each a bool mask like `stream`
+  over the run's byte tokens (WORD_END and PAD excluded), in stream order."""
+  flat = np.asarray(stream).reshape(-1)
+  words, start = [], 0  # (normalised word, first position, end position)
+  for i, tok in enumerate(flat):
+    if tok == WORD_END:
+      text = bytes(int(t) for t in flat[start:i] if t < 256).decode("utf-8", "replace")
+      words.append((normalise_word(text), start, i))
+      start = i + 1
+    elif tok >= 256:
+      start = i + 1
+  target = [normalise_word(w) for w in answer.split()]
+  runs = []
+  for j in range(len(words) - len(target) + 1):
+    if target and [w for w, _, _ in words[j:j + len(target)]] == target:
+      mask = np.zeros(flat.shape, bool)
+      for _, a, b in words[j:j + len(target)]:
+        mask[a:b] = flat[a:b] < 256
+      runs.append(mask.reshape(np.shape(stream)))
+  return runs
+
+
+def answer_mask(stream: np.ndarray, answer: str, due_unit: int) -> np.ndarray:
+  """bool like `stream` `[units, slots]`: the bytes of the run of words saying `answer` whose first byte is
+  nearest unit `due_unit` (a conversation's first answer: `expected_answer` at `answer_unit`, minus
+  `text.out_lead_units`); all False without an answer (`answer` empty, `due_unit` < 0) or such a run."""
+  runs = answer_runs(stream, answer) if answer and due_unit >= 0 else []
+  if not runs:
+    return np.zeros(np.shape(stream), bool)
+  return min(runs, key=lambda r: abs(int(np.flatnonzero(r.any(-1))[0]) - due_unit))

@@ -5,12 +5,12 @@ import pytest
 
 from data_pipelines import text_slots
 from data_pipelines.packing import window_tokens
+from data_pipelines.text_slots import answer_runs
 from data_pipelines.token_data import random_token_example
 from tests.helpers import tiny_config
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, TextConfig
 from wan_streamer_jax.evaluation.answer_probe import answer_knowledge, answer_task
-from wan_streamer_jax.evaluation.hearing import answer_runs
 
 CFG = tiny_config()
 LAYOUT = schedule.unit_layout(CFG)

@@ -130,11 +130,12 @@ def test_a_finished_stage_of_another_plan_is_refused(chain):
 
 def test_a_model_change_keeps_the_corpus_codec_and_token_stages():
   """Only the Transformer and what reads it are redone when the model section changes."""
-  other = dataclasses.replace(CHAIN, model_overrides={**CHAIN.model_overrides, "model.depth_layers": 1})
-  for stage in ("corpus", "audio_codec", "video_codec", "tokens"):
-    assert other.fingerprint(stage) == CHAIN.fingerprint(stage), stage
-  for stage in ("transformer", "evaluate", "stream"):
-    assert other.fingerprint(stage) != CHAIN.fingerprint(stage), stage
+  for change in ({"model.depth_layers": 1}, {"train.own_stream_swap": 0.1}, {"loss.answer_weight": 5.0}):
+    other = dataclasses.replace(CHAIN, model_overrides={**CHAIN.model_overrides, **change})
+    for stage in ("corpus", "audio_codec", "video_codec", "tokens"):  # Transformer-only training fields too
+      assert other.fingerprint(stage) == CHAIN.fingerprint(stage), (change, stage)
+    for stage in ("transformer", "evaluate", "stream"):
+      assert other.fingerprint(stage) != CHAIN.fingerprint(stage), (change, stage)
   # a codec schedule change does reach the codec and everything after it
   slower = dataclasses.replace(CHAIN, audio_codec=dataclasses.replace(CHAIN.audio_codec, learning_rate=1e-4))
   assert slower.fingerprint("corpus") == CHAIN.fingerprint("corpus")

@@ -98,6 +98,11 @@ class Config:
     or the model's own-stream inputs are swapped (`train.own_stream_swap`; targets stay clean)."""
     return self.loss.text_in_target == "heard" or self.train.own_stream_swap > 0
 
+  @property
+  def answer_marks(self) -> bool:
+    """Whether training batches carry `answer_mask` (the answer's text_out bytes, `loss.answer_weight`)."""
+    return self.loss.answer_weight != 1.0
+
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Config":
     """Builds a validated Config from a (possibly ml_collections) nested mapping."""

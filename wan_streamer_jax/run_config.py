@@ -83,12 +83,19 @@ class LossConfig:
   # text_in targets that are PAD weigh this much (x text_in): with heard targets ~3/4 of them are PAD (no
   # word ended in the unit), easy and never used when streaming (text_in's predictions are not fed back)
   text_in_pad_weight: float = 1.0
+  # text_out targets that spell a conversation's first answer (`expected_answer` near `answer_unit`:
+  # `text_slots.answer_mask`) weigh this much (x text_out): the few bytes where the reply depends on what
+  # the user said or showed, among many the model's own reply so far predicts; 1 = off (batches then
+  # carry no `answer_mask`)
+  answer_weight: float = 1.0
 
   def __post_init__(self):
     if self.text_in_target not in ("stream", "heard"):
       _fail("loss.text_in_target", "stream | heard", self.text_in_target)
     if not 0.0 <= self.text_in_pad_weight <= 1.0:
       _fail("loss.text_in_pad_weight", "a float in [0, 1]", self.text_in_pad_weight)
+    if not (isinstance(self.answer_weight, (int, float)) and self.answer_weight >= 1.0):
+      _fail("loss.answer_weight", "a float >= 1 (1 = off)", self.answer_weight)
 
   def group_weight(self, group: str) -> float:
     return float(getattr(self, group))

@@ -79,9 +79,12 @@ class DemoPlan:
                          "audio": {"sample_rate": cfg.audio.sample_rate}, "text": {"text_slots": cfg.text.text_slots}},
               "size": self.corpus_size, "counts": self.corpus_counts}
     # a codec stage reads its own codec's section and its schedule: changing the Transformer or the
-    # other codec keeps it
-    codec = lambda kind: {k: v for k, v in self.codec_run_config(kind).to_dict().items()  # noqa: E731
-                          if k in (kind, "codec_train", "optimizer", "train", "mesh", "name")}
+    # other codec keeps it (and so does a Transformer-only training field: codecs never read it)
+    def codec(kind):
+      d = {k: v for k, v in self.codec_run_config(kind).to_dict().items()
+           if k in (kind, "codec_train", "optimizer", "train", "mesh", "name")}
+      d["train"] = {k: v for k, v in d["train"].items() if k not in TRANSFORMER_ONLY_TRAIN_FIELDS}
+      return d
     audio = {"corpus": corpus, "config": codec("audio")}
     video = {"corpus": corpus, "config": codec("video")}
     tokens = {"corpus": corpus, "audio": audio, "video": video}
@@ -97,6 +100,9 @@ class DemoPlan:
     text = json.dumps(self.stage_inputs(stage), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+
+# Fields of `TrainConfig` only the Transformer's training reads (not a codec stage's input).
+TRANSFORMER_ONLY_TRAIN_FIELDS = ("own_stream_swap",)
 
 # --quick: <= 10 minutes on 2 cores. Enough steps for every stage to run its real code and write
 # every output; far too few to learn the task (its table says so).

@@ -29,10 +29,11 @@ import numpy as np
 
 from data_pipelines import text_slots
 from data_pipelines.packing import window_tokens
+from data_pipelines.text_slots import answer_runs
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, Config
 from wan_streamer_jax.evaluation.answers import ANSWER_TASKS
-from wan_streamer_jax.evaluation.hearing import answer_runs, text_argmax
+from wan_streamer_jax.evaluation.hearing import text_argmax
 
 
 def answer_task(task: str) -> str | None:

@@ -18,7 +18,7 @@ import itertools
 
 import numpy as np
 
-from wan_streamer_jax.evaluation.timelines import normalise_word
+from data_pipelines.text_slots import normalise_word
 
 ANSWER_TASKS = ("arithmetic", "colour", "repeat")
 

@@ -15,32 +15,9 @@ import numpy as np
 
 from data_pipelines import text_slots
 from data_pipelines.packing import heard_targets, window_tokens
+from data_pipelines.text_slots import answer_runs
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, Config, ConfigError, TextConfig
-from wan_streamer_jax.evaluation.timelines import normalise_word
-
-
-def answer_runs(stream: np.ndarray, answer: str) -> list[np.ndarray]:
-  """Every run of words in `stream` `[units, slots]` that says `answer`: each a bool mask like `stream`
-  over the run's byte tokens (WORD_END and PAD excluded), in stream order."""
-  flat = stream.reshape(-1)
-  words, start = [], 0  # (normalised word, first position, end position)
-  for i, tok in enumerate(flat):
-    if tok == TextConfig.WORD_END:
-      text = bytes(int(t) for t in flat[start:i] if t < 256).decode("utf-8", "replace")
-      words.append((normalise_word(text), start, i))
-      start = i + 1
-    elif tok >= 256:
-      start = i + 1
-  target = [normalise_word(w) for w in answer.split()]
-  runs = []
-  for j in range(len(words) - len(target) + 1):
-    if target and [w for w, _, _ in words[j:j + len(target)]] == target:
-      mask = np.zeros(flat.shape, bool)
-      for _, a, b in words[j:j + len(target)]:
-        mask[a:b] = flat[a:b] < 256
-      runs.append(mask.reshape(stream.shape))
-  return runs
 
 
 def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:

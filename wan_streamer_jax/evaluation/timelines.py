@@ -148,8 +148,3 @@ def text_stream_words(slots: np.ndarray) -> tuple[Word, ...]:
     flush(slots.shape[0] - 1)
   return tuple(words)
 
-
-def normalise_word(text: str) -> str:
-  """Lower case, surrounding punctuation stripped: the form words are compared in."""
-  return text.strip(".,!?:;\"'").lower()
-

@@ -10,7 +10,8 @@ from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config, TextConfig
 
 
-def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None):
+def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None,
+                   answer_mask=None):
   """Weighted next-unit cross-entropy.
 
   Args:
@@ -20,16 +21,20 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     unit_ids: optional int32 `[batch, units * L]`: no target across a jump of unit ids.
     target_tokens: optional int32 `[batch, units * L]`: the targets are read from it (one unit later)
       instead of from `tokens` (`loss.text_in_target="heard"`: text_in's targets differ from its inputs).
+    answer_mask: optional int32 `[batch, units * L]`, 1 at the answer's text_out bytes (like `tokens`, read
+      one unit later as the targets are): those targets weigh `loss.answer_weight` more.
   Returns:
     (loss scalar, metrics dict): the loss weighs each target by its group's weight (`cfg.loss`; text_in's
-    PAD targets times `loss.text_in_pad_weight`); `loss/<group>` mean CE over valid targets (unweighted),
-    `acc/<group>` accuracy, `loss/z`, `tokens/valid`.
+    PAD targets times `loss.text_in_pad_weight`, answer bytes times `loss.answer_weight`); `loss/<group>` mean CE over valid targets (unweighted),
+    `acc/<group>` accuracy, `loss/z`, `tokens/valid`; with `answer_mask` also `loss/answer`, `acc/answer`
+    (the answer bytes' mean CE and accuracy; 0 when a batch holds none) and `tokens/answer`.
   """
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit
   lay = layout.tile(tokens.shape[1] // L)
   targets, valid = schedule.next_unit_targets(tokens if target_tokens is None else target_tokens,
                                               segment_ids, L, unit_ids)
+  marks = None if answer_mask is None else schedule.next_unit_targets(answer_mask, segment_ids, L, unit_ids)[0]
   group = lay.group
   weight = lay.loss_weight
   total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0
@@ -47,6 +52,13 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     if k == "text" and cfg.loss.text_in_pad_weight != 1.0:
       is_text_in = (g_of_slot == GROUPS.index("text_in"))[None]
       w = w * jnp.where(is_text_in & (tgt == TextConfig.PAD), cfg.loss.text_in_pad_weight, 1.0)
+    if k == "text" and marks is not None:
+      ans = (layout.take_kind(marks, k) == 1).astype(jnp.float32) * val
+      w = w * jnp.where(ans > 0, cfg.loss.answer_weight, 1.0)
+      n_ans = jnp.sum(ans)
+      metrics["loss/answer"] = jnp.sum(ce * ans) / jnp.maximum(n_ans, 1.0)
+      metrics["acc/answer"] = jnp.sum(correct * ans) / jnp.maximum(n_ans, 1.0)
+      metrics["tokens/answer"] = n_ans
     total += jnp.sum(ce * w)
     total_w += jnp.sum(w)
     z_total += jnp.sum(jnp.square(lse) * val)

@@ -12,8 +12,10 @@ BATCH_KEYS = ("tokens", "segment_ids", "unit_ids")
 
 
 def batch_keys(cfg: Config) -> tuple[str, ...]:
-  """The keys of a training batch: `BATCH_KEYS`, plus `target_tokens` when `cfg.separate_targets`."""
-  return BATCH_KEYS + (("target_tokens",) if cfg.separate_targets else ())
+  """The keys of a training batch: `BATCH_KEYS`, plus `target_tokens` when `cfg.separate_targets` and
+  `answer_mask` when `cfg.answer_marks`."""
+  return (BATCH_KEYS + (("target_tokens",) if cfg.separate_targets else ())
+          + (("answer_mask",) if cfg.answer_marks else ()))
 
 
 def process_slice(global_batch_size: int) -> slice:
@@ -30,7 +32,8 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
 
   Expects int32 `[rows, units_per_example * tokens_per_unit]` arrays `tokens`
   (each slot inside its kind's vocabulary), `segment_ids` (>= 0) and
-  `unit_ids` (>= 0), and `target_tokens` (like `tokens`) when `batch_keys(cfg)` names it.
+  `unit_ids` (>= 0), and `target_tokens` (like `tokens`) and `answer_mask` (0 or 1) when `batch_keys(cfg)`
+  names them.
   Runs on host numpy, before anything is compiled.
   """
   keys = batch_keys(cfg)
@@ -40,7 +43,8 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
   missing = [k for k in keys if k not in batch]
   if missing:
     raise ValueError(f"batch: expected keys {keys} (loss.text_in_target={cfg.loss.text_in_target!r}, "
-                     f"train.own_stream_swap={cfg.train.own_stream_swap}), "
+                     f"train.own_stream_swap={cfg.train.own_stream_swap}, "
+                     f"loss.answer_weight={cfg.loss.answer_weight}), "
                      f"missing {missing} (got {sorted(batch)})")
   for k in keys:
     a = batch[k]
@@ -63,6 +67,8 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
   for k in ("segment_ids", "unit_ids"):
     if (np.asarray(batch[k]) < 0).any():
       raise ValueError(f"batch[{k!r}]: expected values >= 0, got min {np.asarray(batch[k]).min()}")
+  if "answer_mask" in keys and not np.isin(batch["answer_mask"], (0, 1)).all():
+    raise ValueError(f"batch['answer_mask']: expected values 0 or 1, got {np.unique(batch['answer_mask'])[:8]}")
 
 
 def to_global(local_batch: dict, shardings: dict) -> dict:
