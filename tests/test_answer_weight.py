@@ -113,3 +113,15 @@ def test_config_keys_and_checks():
   check_batch(cfg, batch)
   with pytest.raises(ValueError, match=r"answer_mask.*0 or 1"):
     check_batch(cfg, {**batch, "answer_mask": batch["answer_mask"] + 2})
+
+
+def test_an_evaluation_weighs_the_answers_mean_by_its_bytes():
+  from wan_streamer_jax.train.transformer_task import mean_metrics
+  batches = [{"loss": 1.0, "loss/answer": 0.0, "acc/answer": 0.0, "tokens/answer": 0.0},
+             {"loss": 3.0, "loss/answer": 2.0, "acc/answer": 0.5, "tokens/answer": 10.0},
+             {"loss": 2.0, "loss/answer": 5.0, "acc/answer": 1.0, "tokens/answer": 30.0}]
+  m = mean_metrics(batches)
+  assert m["loss"] == pytest.approx(2.0) and m["tokens/answer"] == pytest.approx(40 / 3)
+  assert m["loss/answer"] == pytest.approx((2 * 10 + 5 * 30) / 40)  # not dragged down by the batch without any
+  assert m["acc/answer"] == pytest.approx((0.5 * 10 + 30) / 40)
+  assert mean_metrics([]) == {}

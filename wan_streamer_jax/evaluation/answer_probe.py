@@ -28,12 +28,10 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipelines import text_slots
-from data_pipelines.packing import window_tokens
 from data_pipelines.text_slots import answer_runs
-from wan_streamer_jax import schedule
-from wan_streamer_jax.config import GROUPS, Config
+from wan_streamer_jax.config import Config
 from wan_streamer_jax.evaluation.answers import ANSWER_TASKS
-from wan_streamer_jax.evaluation.hearing import text_argmax
+from wan_streamer_jax.evaluation.hearing import teacher_forced_text
 
 
 def answer_task(task: str) -> str | None:
@@ -57,9 +55,6 @@ def answer_knowledge(logits_fn, cfg: Config, source, *, max_conversations: int |
     {task: {"answers", "bytes", "first_byte_accuracy", "byte_accuracy", "answer_accuracy"}} for each
     answer task, plus "conversations" (read) and "examples".
   """
-  layout = schedule.unit_layout(cfg)
-  L, S = layout.tokens_per_unit, cfg.text.text_slots
-  text_out = np.asarray(layout.take_kind(layout.group[None], "text"))[0] == GROUPS.index("text_out")
   counts = {t: dict(n=0, bytes=0, hits=0, first=0, whole=0) for t in ANSWER_TASKS}
   shown = []
   total = len(source) if max_conversations is None else min(len(source), int(max_conversations))
@@ -68,14 +63,7 @@ def answer_knowledge(logits_fn, cfg: Config, source, *, max_conversations: int |
     task, answer = answer_task(ex.get("task", "")), str(ex.get("expected_answer", ""))
     if task is None or not answer or int(ex.get("answer_unit", -1)) < 0:
       continue
-    units = int(ex["num_units"])
-    tokens = window_tokens(layout, ex, 0, units, cfg.text.out_lead_units)[None]
-    seg = np.ones_like(tokens)
-    uid = np.repeat(np.arange(units, dtype=np.int32), L)[None]
-    sel = np.tile(text_out, units)
-    tgt, valid = (np.asarray(x) for x in schedule.next_unit_targets(tokens, seg, L, uid))
-    t = np.asarray(layout.take_kind(tgt, "text"))[0][sel].reshape(units, S)
-    v = np.asarray(layout.take_kind(valid, "text"))[0][sel].reshape(units, S)
+    pred, t, v = teacher_forced_text(logits_fn, cfg, ex, "text_out")
     runs = [r & v for r in answer_runs(t, answer)]
     runs = [r for r in runs if r.any()]
     if not runs:  # the reply does not say its answer in the text stream (e.g. cut at the window's end)
@@ -85,7 +73,6 @@ def answer_knowledge(logits_fn, cfg: Config, source, *, max_conversations: int |
     # `text.out_lead_units` earlier)
     due = int(ex["answer_unit"]) - cfg.text.out_lead_units
     run = min(runs, key=lambda r: abs(int(np.flatnonzero(r.any(-1))[0]) - due))
-    pred = text_argmax(logits_fn, tokens, layout)[sel].reshape(units, S)
     ok = (pred == t)[run]
     c = counts[task]
     c["n"] += 1

@@ -47,6 +47,28 @@ def text_argmax(logits_fn, tokens: np.ndarray, layout, bucket_units: int = 32) -
   return np.asarray(logits_fn(t, seg, uid)["text"]).argmax(-1)[0][:units * per_unit]
 
 
+def teacher_forced_text(logits_fn, cfg: Config, ex: dict, group: str, target_ex: dict | None = None):
+  """One whole conversation through the training forward, every stream teacher-forced.
+
+  Returns int32 `[units, text_slots]` arrays (pred, target) and bool valid, for `group` ("text_in" or
+  "text_out"): row u holds the greedy prediction and the target of that group's slots one unit later
+  (an in stream: unit u + 1's tokens; an out stream, shifted by one unit, the model's tokens *of* unit u),
+  the targets read from `target_ex` (default `ex`, e.g. `packing.heard_targets(ex)`). The model's text
+  leads its speech by `text.out_lead_units` as in training.
+  """
+  layout = schedule.unit_layout(cfg)
+  L, S, lead = layout.tokens_per_unit, cfg.text.text_slots, cfg.text.out_lead_units
+  units = int(ex["num_units"])
+  tokens = window_tokens(layout, ex, 0, units, lead)[None]
+  target = tokens if target_ex is None else window_tokens(layout, target_ex, 0, units, lead)[None]
+  uid = np.repeat(np.arange(units, dtype=np.int32), L)[None]
+  sel = np.tile(np.asarray(layout.take_kind(layout.group[None], "text"))[0] == GROUPS.index(group), units)
+  tgt, valid = (np.asarray(x) for x in schedule.next_unit_targets(target, np.ones_like(tokens), L, uid))
+  rows = lambda x: np.asarray(layout.take_kind(x, "text"))[0][sel].reshape(units, S)  # noqa: E731
+  pred = text_argmax(logits_fn, tokens, layout)[sel].reshape(units, S)
+  return pred, rows(tgt), rows(valid)
+
+
 def heard_word_accuracy(logits_fn, cfg: Config, source, *, max_conversations: int | None = None,
                         examples: int = 6) -> dict:
   """Teacher-forced greedy accuracy of the text_in slots on heard words, whole conversations.
@@ -64,25 +86,14 @@ def heard_word_accuracy(logits_fn, cfg: Config, source, *, max_conversations: in
   """
   if cfg.loss.text_in_target != "heard":
     raise ConfigError(f"heard_word_accuracy: needs loss.text_in_target='heard', got {cfg.loss.text_in_target!r}")
-  layout = schedule.unit_layout(cfg)
-  L, S = layout.tokens_per_unit, cfg.text.text_slots
-  text_in = layout.take_kind(layout.group[None], "text")[0] == GROUPS.index("text_in")
+  S = cfg.text.text_slots
   counts = dict(hits=0, n=0, pad_hits=0, pad_n=0, ans_hits=0, ans_n=0)
   shown = []
   total = len(source) if max_conversations is None else min(len(source), int(max_conversations))
   for i in range(total):
     ex = source[i]
     units = int(ex["num_units"])
-    lead = cfg.text.out_lead_units
-    tokens = window_tokens(layout, ex, 0, units, lead)[None]
-    target = window_tokens(layout, heard_targets(ex), 0, units, lead)[None]
-    seg = np.ones_like(tokens)
-    uid = np.repeat(np.arange(units, dtype=np.int32), L)[None]
-    sel = np.tile(text_in, units)
-    pred = text_argmax(logits_fn, tokens, layout)[sel]  # [units * S]
-    tgt, valid = (np.asarray(x) for x in schedule.next_unit_targets(target, seg, L, uid))
-    t = np.asarray(layout.take_kind(tgt, "text"))[0][sel]
-    v = np.asarray(layout.take_kind(valid, "text"))[0][sel]
+    pred, t, v = (x.reshape(-1) for x in teacher_forced_text(logits_fn, cfg, ex, "text_in", heard_targets(ex)))
     word, pad = (t < 256) & v, (t == TextConfig.PAD) & v
     ok = pred == t
     counts["hits"] += int(ok[word].sum())

@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import numpy as np

@@ -42,6 +42,21 @@ def join_state(template, params, opt):
   return jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(params) + jax.tree.leaves(opt))
 
 
+def mean_metrics(batches: list[dict]) -> dict:
+  """The mean of per-batch metrics over an evaluation: each batch counts once, except the answer's
+  `loss/answer` / `acc/answer`, which weigh a batch by its answer bytes (`tokens/answer`; most batches
+  hold none and report 0)."""
+  out = {}
+  for k in (batches[0] if batches else {}):
+    v = np.array([float(m[k]) for m in batches])
+    if k in ("loss/answer", "acc/answer"):
+      w = np.array([float(m["tokens/answer"]) for m in batches])
+      out[k] = float((v * w).sum() / max(w.sum(), 1.0))
+    else:
+      out[k] = float(v.mean())
+  return out
+
+
 def transformer_task(cfg: Config, mesh, *, source=None, eval_source=None, eval_batches: int = 8,
                      data_info: dict | None = None) -> Task:
   """A `loop.Task` training the Transformer of `cfg` on `mesh` (see the module docstring)."""
@@ -85,13 +100,8 @@ def transformer_task(cfg: Config, mesh, *, source=None, eval_source=None, eval_b
                         "use a larger evaluation split or a smaller batch")
 
     def evaluate(state, step: int, final: bool) -> dict:
-      sums, n = {}, 0
-      for _, local in zip(range(eval_batches), eval_batches_iter()):
-        m = jax.device_get(eval_fn(state, to_global(local, shardings)))
-        for k, v in m.items():
-          sums[k] = sums.get(k, 0.0) + float(v)
-        n += 1
-      return {k: v / max(n, 1) for k, v in sums.items()}
+      return mean_metrics([jax.device_get(eval_fn(state, to_global(local, shardings)))
+                           for _, local in zip(range(eval_batches), eval_batches_iter())])
 
   L = schedule.unit_layout(cfg).tokens_per_unit
   tokens = cfg.train.batch_size * cfg.train.units_per_example * L
