@@ -48,5 +48,9 @@ def test_positions_and_shift_are_one_rule_for_numpy_and_jnp():
   shifted = schedule.shift_out_stream(x, 99)
   np.testing.assert_array_equal(shifted, [[[99] * 4, [0, 1, 2, 3], [4, 5, 6, 7]]])
   np.testing.assert_array_equal(np.asarray(schedule.shift_out_stream(jnp.asarray(x), 99)), shifted)
+  # the general shift: k units along any axis, more units than there are -> all fill
+  np.testing.assert_array_equal(schedule.shift_units(x[0], 2, -1, axis=0), [[-1] * 4, [-1] * 4, [0, 1, 2, 3]])
+  np.testing.assert_array_equal(schedule.shift_units(x, 1, 0, axis=-1)[0, 0], [0, 0, 1, 2])
+  assert (schedule.shift_units(x, 5, 7, axis=1) == 7).all() and schedule.shift_units(x, 0, 7, axis=1) is x
   mask = lay.vocab_mask("text")
   assert mask.shape == (384,) and mask.sum() == cfg.text.vocab_size

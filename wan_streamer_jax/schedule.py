@@ -341,11 +341,21 @@ def codes_to_slots(layout: UnitLayout, group: str, codes):
   return codes.reshape(lead + (size // n, n))
 
 
+def shift_units(x, k: int, fill, axis: int):
+  """`x` moved `k >= 0` units later along its unit `axis`: unit t holds unit t - k, the first k units
+  `fill`, the last k dropped (same shape). numpy or jnp."""
+  if k == 0:
+    return x
+  xp = _xp(x)
+  axis = axis % x.ndim
+  head = xp.full(x.shape[:axis] + (min(k, x.shape[axis]),) + x.shape[axis + 1:], fill, x.dtype)
+  body = x[(slice(None),) * axis + (slice(0, max(x.shape[axis] - k, 0)),)]
+  return xp.concatenate([head, body], axis=axis)
+
+
 def shift_out_stream(tokens, missing_id: int):
   """`[..., units, n]` the model's tokens of unit t -> the out-slot content of unit t (its unit t - 1).
 
   Unit 0 gets `missing_id` (no previous output). numpy or jnp.
   """
-  xp = _xp(tokens)
-  first = xp.full(tuple(tokens.shape[:-2]) + (1, tokens.shape[-1]), missing_id, tokens.dtype)
-  return xp.concatenate([first, tokens[..., :-1, :]], axis=-2)
+  return shift_units(tokens, 1, missing_id, axis=-2)

@@ -18,6 +18,7 @@ import dataclasses
 
 import numpy as np
 
+from wan_streamer_jax import schedule
 from wan_streamer_jax.config import FRAMES_PER_UNIT, TextConfig
 
 TURN_SILENT, TURN_SPEAKING, TURN_YIELDED = 0, 1, 2
@@ -90,8 +91,7 @@ def speech_aligned_text(outputs: dict, lead_units: int) -> dict:
     return outputs
   out = dict(outputs)
   for key, fill in (("text", TextConfig.PAD), ("turn_state", 0)):
-    x = np.asarray(outputs[key])
-    out[key] = np.concatenate([np.full((lead_units,) + x.shape[1:], fill, x.dtype), x[:-lead_units]], axis=0)
+    out[key] = schedule.shift_units(np.asarray(outputs[key]), lead_units, fill, axis=0)
   return out
 
 
