@@ -87,8 +87,9 @@ class TokenWindow(grain.transforms.RandomMap):
   `heard_targets` (the loss reads targets from it; the model still reads `tokens`). `text_lead`: the
   model's text leads its speech by that many units (`text.out_lead_units`, `text_slots.lead_text`).
   `targets=True` (or heard, or own_swap > 0) emits "target_tokens" (without heard: a copy of the clean
-  window). `answers=True` emits "answer_mask" int32 `[n * L]` (`answer_marks`, `loss.answer_weight`). `own_swap = p`: each unit's audio_out / video_out *input* slots (the model's own voice and
-  face) are, with probability p, another unit's of the window (`train.own_stream_swap`; targets clean).
+  window). `answers=True` emits "answer_mask" int32 `[n * L]` (`answer_marks`, `loss.answer_weight`).
+  `own_swap = p`: each unit's audio_out / video_out *input* slots (the model's own voice and face) are,
+  with probability p, another unit's of the window (`train.own_stream_swap`; targets clean).
 
   Without sinks: a random window of n units, unit ids from 0 at its start. With
   `sink_units = k > 0` (streaming with an attention window keeps the

@@ -25,9 +25,10 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
       one unit later as the targets are): those targets weigh `loss.answer_weight` more.
   Returns:
     (loss scalar, metrics dict): the loss weighs each target by its group's weight (`cfg.loss`; text_in's
-    PAD targets times `loss.text_in_pad_weight`, answer bytes times `loss.answer_weight`); `loss/<group>` mean CE over valid targets (unweighted),
-    `acc/<group>` accuracy, `loss/z`, `tokens/valid`; with `answer_mask` also `loss/answer`, `acc/answer`
-    (the answer bytes' mean CE and accuracy; 0 when a batch holds none) and `tokens/answer`.
+    PAD targets times `loss.text_in_pad_weight`, answer bytes times `loss.answer_weight`); `loss/<group>`
+    mean CE over valid targets (unweighted), `acc/<group>` accuracy, `loss/z`, `tokens/valid`; with
+    `answer_mask` also `loss/answer`, `acc/answer` (the answer bytes' mean CE and accuracy; 0 when a batch
+    holds none) and `tokens/answer`.
   """
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit

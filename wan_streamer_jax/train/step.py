@@ -32,8 +32,8 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   """Returns `step(state, batch) -> (state, metrics)`.
 
   `batch`: dict of int32 `[batch, units * L]` arrays `tokens`, `segment_ids`,
-  `unit_ids` (and `target_tokens`, `answer_mask`: `feed.batch_keys(cfg)`). Jitted with explicit in/out shardings from the rules table; the
-  state argument is donated (rebind it: `state, m = step(state, batch)`).
+  `unit_ids` (and `target_tokens`, `answer_mask`: `feed.batch_keys(cfg)`). Jitted with explicit in/out
+  shardings from the rules table; the state argument is donated (rebind it: `state, m = step(state, batch)`).
   """
   graphdef = ts.graphdef
 
