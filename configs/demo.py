@@ -6,8 +6,9 @@ step; measured on 2 idle cores for the first run: 1.59 s per step in `launch.ben
 --config=configs/demo.py` (MFU 0.21: width 128 is small for the matmul units), 1.86 s per step in
 the documented run with its data pipeline, evaluations and checkpoints: 2,500 steps in 78 minutes;
 run 3: 1.94 s per step, 81 minutes, beside niced tests; run 4: 1.63 s per step, 68 minutes, alone: the
-whole documented run 1 h 41 min; run 5, as shipped: 3000 steps at 1.36 s per step, 68 minutes, alone:
-1 h 43 min of stages), against
+whole documented run 1 h 41 min; run 5: 3000 steps at 1.36 s per step, 68 minutes, alone: 1 h 43 min
+of stages; run 6, as shipped: 3000 steps in 80 minutes with short probes and evaluations beside it),
+against
 `small` (176 tokens per unit, trained on 8-unit windows of its 64-unit window):
 - 32x32 video with a 16x16 stride: 4 video tokens per unit and direction (small: 64), each an
   8000-code FSQ(8,8,5,5,5) cell. With 1000 codes (FSQ(8,5,5,5), the first two documented runs) the
@@ -20,6 +21,9 @@ whole documented run 1 h 41 min; run 5, as shipped: 3000 steps at 1.36 s per ste
   (`loss.text_in_target="heard"`): in spoken turns the text stream is MISSING and nothing else makes
   the trunk tell which word the user said; weighted 3, their PAD targets 0.1 (run 5: the hearing
   probe's heard bytes 0.64 -> 0.83 over run 4).
+- the text_out bytes of each conversation's first answer weighted 10 (`loss.answer_weight`, run 6): ~14
+  of a batch's 528 text_out bytes carry what the user said or showed; teacher-forced answers on the
+  validation split colour / arithmetic / repeat 11/14, 3/10, 13/13 (run 5: 7/14, 1/10, 13/13).
 - the model's text aligned with its speech as in the corpus (`text.out_lead_units=0`; a lead of 1
   was measured over 1000 steps and is not what keeps the answers from the user: README "The demo").
 - an attention window of 24 units (3.84 s: a question and the start of its answer) plus 1 sink, and
@@ -55,7 +59,8 @@ def get_config():
       # text_in's targets are the user's words as heard (an ASR-like target; the input stays MISSING),
       # weighted up (x3) with their PAD targets (73% of them: no word ended in the unit) weighted down
       # (x0.1), so the heard bytes are not ~3% of the loss (run 5; runs 2-4: weight 1, PAD weight 1)
-      loss=LossConfig(text_in=3.0, text_in_target="heard", text_in_pad_weight=0.1),
+      # the text_out bytes of a conversation's first answer weigh 10x (run 6; runs 1-5: 1)
+      loss=LossConfig(text_in=3.0, text_in_target="heard", text_in_pad_weight=0.1, answer_weight=10.0),
       optimizer=OptimizerConfig(learning_rate=2e-3, warmup_steps=50, decay_steps=3000),
       train=TrainConfig(batch_size=4, units_per_example=SINK_UNITS + WINDOW_UNITS + 8, num_steps=3000,
                         log_every=25, eval_every=500, checkpoint_every=250, checkpoints_to_keep=2),

@@ -92,6 +92,8 @@ def test_every_stage_writes_finite_outputs(chain):
   assert t["steps"] == 3 and _finite(t["last_train"]) and _finite(t["validation"])
   assert np.isfinite(t["validation"]["loss"]) and t["validation"]["loss"] > 0
   assert np.isfinite(t["validation"]["loss/text_in"]) and t["validation"]["loss/text_in"] > 0
+  # the demo's answer weight reached the batches and the loss (demo_tiny mirrors demo)
+  assert np.isfinite(t["validation"]["loss/answer"]) and t["validation"]["tokens/answer"] >= 0
   assert t["hearing"]["bytes"] > 0 and 0.0 <= t["hearing"]["byte_accuracy"] <= 1.0  # the hearing probe ran
   probed = [t["answers"][k] for k in ("colour", "arithmetic", "repeat")]  # so did the answer probe
   assert sum(p["answers"] for p in probed) > 0 and all(0.0 <= p["first_byte_accuracy"] <= 1.0 for p in probed)
