@@ -158,11 +158,14 @@ def answer_runs(stream: np.ndarray, answer: str) -> list[np.ndarray]:
   return runs
 
 
-def answer_mask(stream: np.ndarray, answer: str, due_unit: int) -> np.ndarray:
+def answer_mask(stream: np.ndarray, answer: str, due_unit: int, valid: np.ndarray | None = None) -> np.ndarray:
   """bool like `stream` `[units, slots]`: the bytes of the run of words saying `answer` whose first byte is
   nearest unit `due_unit` (a conversation's first answer: `expected_answer` at `answer_unit`, minus
-  `text.out_lead_units`); all False without an answer (`answer` empty, `due_unit` < 0) or such a run."""
+  `text.out_lead_units`); all False without an answer (`answer` empty, `due_unit` < 0) or such a run.
+  `valid` (bool like `stream`): only these bytes count (a run with none of them is no run)."""
   runs = answer_runs(stream, answer) if answer and due_unit >= 0 else []
+  if valid is not None:
+    runs = [r & valid for r in runs if (r & valid).any()]
   if not runs:
     return np.zeros(np.shape(stream), bool)
   return min(runs, key=lambda r: abs(int(np.flatnonzero(r.any(-1))[0]) - due_unit))

@@ -125,3 +125,15 @@ def test_an_evaluation_weighs_the_answers_mean_by_its_bytes():
   assert m["loss/answer"] == pytest.approx((2 * 10 + 5 * 30) / 40)  # not dragged down by the batch without any
   assert m["acc/answer"] == pytest.approx((0.5 * 10 + 30) / 40)
   assert mean_metrics([]) == {}
+
+
+def test_only_valid_bytes_make_a_run():
+  ex = _example()
+  full = text_slots.answer_mask(ex["text_out"], "purple", 9)
+  rows = np.flatnonzero(full.any(-1))  # units 12, 13
+  cut = np.ones_like(full)
+  cut[rows[-1]:] = False  # the answer's last unit outside (e.g. past a window's end)
+  np.testing.assert_array_equal(text_slots.answer_mask(ex["text_out"], "purple", 9, valid=cut), full & cut)
+  cut[rows[0]:] = False  # none of it valid: the early "purple" is the only run left
+  early = text_slots.answer_mask(ex["text_out"], "purple", 9, valid=cut)
+  assert early.any() and np.flatnonzero(early.any(-1))[-1] < rows[0]

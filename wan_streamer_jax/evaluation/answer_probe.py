@@ -28,7 +28,6 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipelines import text_slots
-from data_pipelines.text_slots import answer_runs
 from wan_streamer_jax.config import Config
 from wan_streamer_jax.evaluation.answers import ANSWER_TASKS
 from wan_streamer_jax.evaluation.hearing import teacher_forced_text
@@ -64,15 +63,13 @@ def answer_knowledge(logits_fn, cfg: Config, source, *, max_conversations: int |
     if task is None or not answer or int(ex.get("answer_unit", -1)) < 0:
       continue
     pred, t, v = teacher_forced_text(logits_fn, cfg, ex, "text_out")
-    runs = [r & v for r in answer_runs(t, answer)]
-    runs = [r for r in runs if r.any()]
-    if not runs:  # the reply does not say its answer in the text stream (e.g. cut at the window's end)
-      continue
     # target row u holds the out slots of unit u + 1, i.e. the model's tokens *of* unit u (out streams are
     # shifted): the run nearest the unit where the answer's text is due (its speech's unit,
     # `text.out_lead_units` earlier)
     due = int(ex["answer_unit"]) - cfg.text.out_lead_units
-    run = min(runs, key=lambda r: abs(int(np.flatnonzero(r.any(-1))[0]) - due))
+    run = text_slots.answer_mask(t, answer, due, valid=v)
+    if not run.any():  # the reply does not say its answer in the text stream (e.g. cut at the window's end)
+      continue
     ok = (pred == t)[run]
     c = counts[task]
     c["n"] += 1
