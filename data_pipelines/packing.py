@@ -75,9 +75,10 @@ def answer_marks(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> n
     raise ValueError("loss.answer_weight: the token example has no 'expected_answer' / 'answer_unit' "
                      f"metadata (tokens of a corpus without it); fields: {sorted(ex)}")
   mask = text_slots.answer_mask(ex["text_out"], str(ex["expected_answer"]), int(ex["answer_unit"]))
-  marked = window_tokens(layout, {**ex, "text_out": mask.astype(np.int32)}, start, n)
-  text_out = np.tile(layout.group == GROUPS.index("text_out"), n)
-  return (text_out & (marked == 1)).astype(np.int32)  # the shifted stream's MISSING row is not 1
+  # the text_out stream alone, shifted and cut as `window_tokens` does (unit t holds unit t - 1)
+  rows = schedule.shift_out_stream(mask.astype(np.int32), 0)[start:start + n]
+  marked = schedule.assemble_units(layout, {"text_out": rows})
+  return (np.tile(layout.group == GROUPS.index("text_out"), n) & (marked == 1)).astype(np.int32)
 
 
 class TokenWindow(grain.transforms.RandomMap):
