@@ -23,7 +23,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from data_pipelines import text_slots
+from data_pipelines import loss_marks, text_slots
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import AUDIO_FRAMES_PER_UNIT, GROUPS, TextConfig
 
@@ -67,20 +67,6 @@ def heard_targets(ex: dict) -> dict:
   return {**ex, "text_in": np.where(typed, text_in, np.asarray(ex["heard_text"])).astype(np.int32)}
 
 
-def answer_marks(layout: schedule.UnitLayout, ex: dict, start: int, n: int) -> np.ndarray:
-  """int32 `[n * L]` like `window_tokens(layout, ex, start, n)`: 1 at the text_out slots that hold the bytes
-  of the conversation's first answer (`text_slots.answer_mask`: `expected_answer` nearest `answer_unit`),
-  0 elsewhere (`loss.answer_weight`). `ex["text_out"]` as the window reads it (already led, if led)."""
-  if "expected_answer" not in ex or "answer_unit" not in ex:
-    raise ValueError("loss.answer_weight: the token example has no 'expected_answer' / 'answer_unit' "
-                     f"metadata (tokens of a corpus without it); fields: {sorted(ex)}")
-  mask = text_slots.answer_mask(ex["text_out"], str(ex["expected_answer"]), int(ex["answer_unit"]))
-  # the text_out stream alone, shifted and cut as `window_tokens` does (unit t holds unit t - 1)
-  rows = schedule.shift_out_stream(mask.astype(np.int32), 0)[start:start + n]
-  marked = schedule.assemble_units(layout, {"text_out": rows})
-  return (np.tile(layout.group == GROUPS.index("text_out"), n) & (marked == 1)).astype(np.int32)
-
-
 class TokenWindow(grain.transforms.RandomMap):
   """Token example -> {"tokens", "unit_ids": int32 [n * L]}, n = min(max_units, units) units.
 
@@ -88,7 +74,8 @@ class TokenWindow(grain.transforms.RandomMap):
   `heard_targets` (the loss reads targets from it; the model still reads `tokens`). `text_lead`: the
   model's text leads its speech by that many units (`text.out_lead_units`, `text_slots.lead_text`).
   `targets=True` (or heard, or own_swap > 0) emits "target_tokens" (without heard: a copy of the clean
-  window). `answers=True` emits "answer_mask" int32 `[n * L]` (`answer_marks`, `loss.answer_weight`).
+  window). `answers` / `pauses`: emits "loss_marks" int32 `[n * L]` (`loss_marks.loss_marks`: the answer's reply
+  for `loss.answer_weight`, the user's pauses for `loss.pause_weight`).
   `own_swap = p`: each unit's audio_out / video_out *input* slots (the model's own voice and face) are,
   with probability p, another unit's of the window (`train.own_stream_swap`; targets clean).
 
@@ -101,11 +88,13 @@ class TokenWindow(grain.transforms.RandomMap):
   """
 
   def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0, heard: bool = False,
-               text_lead: int = 0, targets: bool = False, own_swap: float = 0.0, answers: bool = False):
+               text_lead: int = 0, targets: bool = False, own_swap: float = 0.0, answers: bool = False,
+               pauses: bool = False):
     if sink_units and not sink_units < max_units:
       raise ValueError(f"sink_units: expected fewer than the window's {max_units} units, got {sink_units}")
     self.layout, self.max_units, self.sinks, self.heard = layout, int(max_units), int(sink_units), bool(heard)
-    self.text_lead, self.own_swap, self.answers = int(text_lead), float(own_swap), bool(answers)
+    self.text_lead, self.own_swap = int(text_lead), float(own_swap)
+    self.answers, self.pauses = bool(answers), bool(pauses)
     self.targets = bool(targets or heard or own_swap > 0)
     self.own_slots = np.isin(layout.group, [GROUPS.index("audio_out"), GROUPS.index("video_out")])
 
@@ -127,9 +116,10 @@ class TokenWindow(grain.transforms.RandomMap):
     out = {"tokens": self._cut(ex, runs), "unit_ids": np.repeat(ids, L).astype(np.int32)}
     if self.targets:
       out["target_tokens"] = self._cut(heard_targets(ex), runs) if self.heard else out["tokens"].copy()
-    if self.answers:
+    if self.answers or self.pauses:
       due = dict(ex, answer_unit=int(ex.get("answer_unit", -1)) - self.text_lead) if self.text_lead else ex
-      out["answer_mask"] = np.concatenate([answer_marks(self.layout, due, a, m) for a, m in runs])
+      out["loss_marks"] = np.concatenate([loss_marks.loss_marks(self.layout, due, a, m, self.answers, self.pauses)
+                                          for a, m in runs])
     if self.own_swap > 0:  # the model's own voice / face inputs of some units <- another unit's
       units_in = out["tokens"].reshape(n, L)
       clean = units_in.copy()
@@ -147,7 +137,7 @@ class _Finalize(grain.transforms.Map):
     units = packed["unit_ids"] if "unit_ids" in packed else packed["tokens_positions"] // self.L
     out = {"tokens": packed["tokens"].astype(np.int32), "segment_ids": seg,
            "unit_ids": np.where(seg > 0, units, 0).astype(np.int32)}
-    for k in ("target_tokens", "answer_mask"):
+    for k in ("target_tokens", "loss_marks"):
       if k in packed:
         out[k] = packed[k].astype(np.int32)
     return out
@@ -155,15 +145,15 @@ class _Finalize(grain.transforms.Map):
 
 def pack_windows(ds: grain.IterDataset, seq_units: int, tokens_per_unit: int, num_packing_bins: int = 4,
                  seed: int = 0, with_unit_ids: bool = True, with_targets: bool = False,
-                 with_answers: bool = False) -> grain.IterDataset:
+                 with_marks: bool = False) -> grain.IterDataset:
   """Packs `{"tokens", "unit_ids": [n * L]}` windows (n <= seq_units; `TokenWindow`'s) into `{"tokens",
   "segment_ids", "unit_ids"}` `[S]`; `with_unit_ids=False`: windows of tokens only, unit ids from 0 each;
-  `with_targets` / `with_answers`: the windows' `target_tokens` / `answer_mask` are packed alongside (the
+  `with_targets` / `with_marks`: the windows' `target_tokens` / `loss_marks` are packed alongside (the
   same positions)."""
   L = int(tokens_per_unit)
   keys = ("tokens", "unit_ids") if with_unit_ids else ("tokens",)
   keys += ("target_tokens",) if with_targets else ()
-  keys += ("answer_mask",) if with_answers else ()
+  keys += ("loss_marks",) if with_marks else ()
   packed = grain.experimental.FirstFitPackIterDataset(
       ds, length_struct={k: seq_units * L for k in keys}, num_packing_bins=num_packing_bins, seed=seed,
       shuffle_bins=False)

@@ -148,7 +148,7 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
 
   Defaults: `batch_size = cfg.train.batch_size`, `seq_units = cfg.train.units_per_example`.
   `own_stream_swap`: the training feed's `cfg.train.own_stream_swap` (evaluation batches: 0, clean);
-  `target_tokens` come whenever `cfg.separate_targets`, `answer_mask` whenever `cfg.answer_marks`.
+  `target_tokens` come whenever `cfg.separate_targets`, `loss_marks` whenever `cfg.loss_marks`.
   """
   batch_size = batch_size or cfg.train.batch_size
   seq_units = seq_units or cfg.train.units_per_example
@@ -160,9 +160,10 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
   heard = cfg.loss.text_in_target == "heard"
   targets = cfg.separate_targets
   ds = ds.random_map(TokenWindow(layout, seq_units, sinks, heard=heard, text_lead=cfg.text.out_lead_units,
-                                 targets=targets, own_swap=own_stream_swap, answers=cfg.answer_marks))
+                                 targets=targets, own_swap=own_stream_swap, answers=cfg.loss.answer_weight != 1.0,
+                                 pauses=cfg.loss.pause_weight != 1.0))
   it = ds.to_iter_dataset(_read_options(num_threads, prefetch))
   it = pack_windows(it, seq_units, layout.tokens_per_unit, num_packing_bins or max(2, batch_size), seed,
-                    with_targets=targets, with_answers=cfg.answer_marks)
+                    with_targets=targets, with_marks=cfg.loss_marks)
   it = it.batch(batch_size, drop_remainder=drop_remainder)
   return _maybe_workers(it, worker_count, worker_buffer_size)

@@ -7,7 +7,7 @@ to `text_slots` tokens from the queue, PAD in the rest, so text is never ahead
 of speech and lags only when a unit's words do not fit. `lead_text` moves a
 laid-out stream k units earlier (the model's text with `text.out_lead_units`).
 `answer_runs` / `answer_mask` find where a stream spells a conversation's answer
-(`loss.answer_weight`, the answer probe).
+(`loss_marks`, the answer probe).
 """
 
 from __future__ import annotations

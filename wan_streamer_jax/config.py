@@ -99,9 +99,10 @@ class Config:
     return self.loss.text_in_target == "heard" or self.train.own_stream_swap > 0
 
   @property
-  def answer_marks(self) -> bool:
-    """Whether training batches carry `answer_mask` (the answer's text_out bytes, `loss.answer_weight`)."""
-    return self.loss.answer_weight != 1.0
+  def loss_marks(self) -> bool:
+    """Whether training batches carry `loss_marks` (`data_pipelines/loss_marks.py`: the answer's reply and
+    the user's pauses, for `loss.answer_weight` / `loss.pause_weight`)."""
+    return self.loss.answer_weight != 1.0 or self.loss.pause_weight != 1.0
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Config":

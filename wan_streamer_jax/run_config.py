@@ -64,6 +64,11 @@ class OptimizerConfig:
   grad_clip_norm: float = 1.0
 
 
+# Codes of a batch's `loss_marks` (`data_pipelines/loss_marks.py`): which text_out targets weigh more.
+MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE = 0, 1, 2, 3
+MARK_CODES = (MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE)
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
   """Per-(kind, role) cross-entropy weights, keyed by group name."""
@@ -83,11 +88,15 @@ class LossConfig:
   # text_in targets that are PAD weigh this much (x text_in): with heard targets ~3/4 of them are PAD (no
   # word ended in the unit), easy and never used when streaming (text_in's predictions are not fed back)
   text_in_pad_weight: float = 1.0
-  # text_out targets that spell a conversation's first answer (`expected_answer` near `answer_unit`:
-  # `text_slots.answer_mask`) weigh this much (x text_out): the few bytes where the reply depends on what
-  # the user said or showed, among many the model's own reply so far predicts; 1 = off (batches then
-  # carry no `answer_mask`)
+  # text_out targets of the reply that carries a conversation's first answer (from the user's stop to the
+  # reply's END_OF_TURN, the answer's bytes inside it: `data_pipelines/loss_marks.py`) weigh this much
+  # (x text_out): where the reply depends on what the user said or showed; a window, not the answer's
+  # bytes alone, so that every alternative at a position weighs the same; 1 = off
   answer_weight: float = 1.0
+  # text_out targets in the user's mid-turn pauses (the user stops and goes on with at most a
+  # backchannel between: `loss_marks.pause_windows`) weigh this much (x text_out): how much a takeover
+  # in a pause costs; 1 = off (batches carry `loss_marks` when either weight is on)
+  pause_weight: float = 1.0
 
   def __post_init__(self):
     if self.text_in_target not in ("stream", "heard"):
@@ -96,6 +105,8 @@ class LossConfig:
       _fail("loss.text_in_pad_weight", "a float in [0, 1]", self.text_in_pad_weight)
     if not (isinstance(self.answer_weight, (int, float)) and self.answer_weight >= 1.0):
       _fail("loss.answer_weight", "a float >= 1 (1 = off)", self.answer_weight)
+    if not (isinstance(self.pause_weight, (int, float)) and self.pause_weight >= 1.0):
+      _fail("loss.pause_weight", "a float >= 1 (1 = off)", self.pause_weight)
 
   def group_weight(self, group: str) -> float:
     return float(getattr(self, group))

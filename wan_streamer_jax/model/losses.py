@@ -8,10 +8,11 @@ import numpy as np
 
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config, TextConfig
+from wan_streamer_jax.run_config import MARK_ANSWER, MARK_PAUSE, MARK_REPLY
 
 
 def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None,
-                   answer_mask=None):
+                   loss_marks=None):
   """Weighted next-unit cross-entropy.
 
   Args:
@@ -21,21 +22,22 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     unit_ids: optional int32 `[batch, units * L]`: no target across a jump of unit ids.
     target_tokens: optional int32 `[batch, units * L]`: the targets are read from it (one unit later)
       instead of from `tokens` (`loss.text_in_target="heard"`: text_in's targets differ from its inputs).
-    answer_mask: optional int32 `[batch, units * L]`, 1 at the answer's text_out bytes (like `tokens`, read
-      one unit later as the targets are): those targets weigh `loss.answer_weight` more.
+    loss_marks: optional int32 `[batch, units * L]` of `run_config.MARK_*` codes (like `tokens`, read one
+      unit later as the targets are; `data_pipelines/loss_marks.py`): text_out targets marked REPLY or
+      ANSWER weigh `loss.answer_weight` more, PAUSE `loss.pause_weight`.
   Returns:
     (loss scalar, metrics dict): the loss weighs each target by its group's weight (`cfg.loss`; text_in's
-    PAD targets times `loss.text_in_pad_weight`, answer bytes times `loss.answer_weight`); `loss/<group>`
-    mean CE over valid targets (unweighted), `acc/<group>` accuracy, `loss/z`, `tokens/valid`; with
-    `answer_mask` also `loss/answer`, `acc/answer` (the answer bytes' mean CE and accuracy; 0 when a batch
-    holds none) and `tokens/answer`.
+    PAD targets times `loss.text_in_pad_weight`, marked targets as above); `loss/<group>` mean CE over valid
+    targets (unweighted), `acc/<group>` accuracy, `loss/z`, `tokens/valid`; with `loss_marks` also
+    `loss/answer`, `acc/answer`, `tokens/answer` (the answer's bytes: mean CE, accuracy, count; 0 when a
+    batch holds none) and the same for `reply` (the answer's whole reply window) and `pause`.
   """
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit
   lay = layout.tile(tokens.shape[1] // L)
   targets, valid = schedule.next_unit_targets(tokens if target_tokens is None else target_tokens,
                                               segment_ids, L, unit_ids)
-  marks = None if answer_mask is None else schedule.next_unit_targets(answer_mask, segment_ids, L, unit_ids)[0]
+  marks = None if loss_marks is None else schedule.next_unit_targets(loss_marks, segment_ids, L, unit_ids)[0]
   group = lay.group
   weight = lay.loss_weight
   total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0
@@ -54,12 +56,15 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
       is_text_in = (g_of_slot == GROUPS.index("text_in"))[None]
       w = w * jnp.where(is_text_in & (tgt == TextConfig.PAD), cfg.loss.text_in_pad_weight, 1.0)
     if k == "text" and marks is not None:
-      ans = (layout.take_kind(marks, k) == 1).astype(jnp.float32) * val
-      w = w * jnp.where(ans > 0, cfg.loss.answer_weight, 1.0)
-      n_ans = jnp.sum(ans)
-      metrics["loss/answer"] = jnp.sum(ce * ans) / jnp.maximum(n_ans, 1.0)
-      metrics["acc/answer"] = jnp.sum(correct * ans) / jnp.maximum(n_ans, 1.0)
-      metrics["tokens/answer"] = n_ans
+      m = layout.take_kind(marks, k)
+      reply = (m == MARK_REPLY) | (m == MARK_ANSWER)
+      w = w * jnp.where(reply, cfg.loss.answer_weight, jnp.where(m == MARK_PAUSE, cfg.loss.pause_weight, 1.0))
+      for name, sel in (("answer", m == MARK_ANSWER), ("reply", reply), ("pause", m == MARK_PAUSE)):
+        sel = sel.astype(jnp.float32) * val
+        n_sel = jnp.sum(sel)
+        metrics[f"loss/{name}"] = jnp.sum(ce * sel) / jnp.maximum(n_sel, 1.0)
+        metrics[f"acc/{name}"] = jnp.sum(correct * sel) / jnp.maximum(n_sel, 1.0)
+        metrics[f"tokens/{name}"] = n_sel
     total += jnp.sum(ce * w)
     total_w += jnp.sum(w)
     z_total += jnp.sum(jnp.square(lse) * val)

@@ -7,15 +7,16 @@ import numpy as np
 
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import KINDS, Config
+from wan_streamer_jax.run_config import MARK_CODES
 
 BATCH_KEYS = ("tokens", "segment_ids", "unit_ids")
 
 
 def batch_keys(cfg: Config) -> tuple[str, ...]:
   """The keys of a training batch: `BATCH_KEYS`, plus `target_tokens` when `cfg.separate_targets` and
-  `answer_mask` when `cfg.answer_marks`."""
+  `loss_marks` when `cfg.loss_marks`."""
   return (BATCH_KEYS + (("target_tokens",) if cfg.separate_targets else ())
-          + (("answer_mask",) if cfg.answer_marks else ()))
+          + (("loss_marks",) if cfg.loss_marks else ()))
 
 
 def process_slice(global_batch_size: int) -> slice:
@@ -32,7 +33,7 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
 
   Expects int32 `[rows, units_per_example * tokens_per_unit]` arrays `tokens`
   (each slot inside its kind's vocabulary), `segment_ids` (>= 0) and
-  `unit_ids` (>= 0), and `target_tokens` (like `tokens`) and `answer_mask` (0 or 1) when `batch_keys(cfg)`
+  `unit_ids` (>= 0), and `target_tokens` (like `tokens`) and `loss_marks` (`loss_marks.CODES`) when `batch_keys(cfg)`
   names them.
   Runs on host numpy, before anything is compiled.
   """
@@ -67,8 +68,8 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
   for k in ("segment_ids", "unit_ids"):
     if (np.asarray(batch[k]) < 0).any():
       raise ValueError(f"batch[{k!r}]: expected values >= 0, got min {np.asarray(batch[k]).min()}")
-  if "answer_mask" in keys and not np.isin(batch["answer_mask"], (0, 1)).all():
-    raise ValueError(f"batch['answer_mask']: expected values 0 or 1, got {np.unique(batch['answer_mask'])[:8]}")
+  if "loss_marks" in keys and not np.isin(batch["loss_marks"], MARK_CODES).all():
+    raise ValueError(f"batch['loss_marks']: expected codes in {MARK_CODES}, got {np.unique(batch['loss_marks'])[:8]}")
 
 
 def to_global(local_batch: dict, shardings: dict) -> dict:

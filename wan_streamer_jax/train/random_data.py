@@ -28,6 +28,6 @@ def random_token_batch(cfg: Config, step: int, batch_size: int | None = None,
          "unit_ids": np.broadcast_to(lay.unit_index, tokens.shape).astype(np.int32)}
   if cfg.separate_targets:  # random tokens have no heard words nor swaps: the targets are the tokens
     out["target_tokens"] = tokens.copy()
-  if cfg.answer_marks:  # nor answers
-    out["answer_mask"] = np.zeros_like(tokens)
+  if cfg.loss_marks:  # nor answers or pauses
+    out["loss_marks"] = np.zeros_like(tokens)
   return out

@@ -25,14 +25,14 @@ def batch_shardings(mesh, keys: tuple[str, ...] = BATCH_KEYS) -> dict:
 def _loss(cfg: Config, model, batch: dict):
   logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"], depth_tokens=batch.get("target_tokens"))
   return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"],
-                        batch.get("target_tokens"), batch.get("answer_mask"))
+                        batch.get("target_tokens"), batch.get("loss_marks"))
 
 
 def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   """Returns `step(state, batch) -> (state, metrics)`.
 
   `batch`: dict of int32 `[batch, units * L]` arrays `tokens`, `segment_ids`,
-  `unit_ids` (and `target_tokens`, `answer_mask`: `feed.batch_keys(cfg)`). Jitted with explicit in/out
+  `unit_ids` (and `target_tokens`, `loss_marks`: `feed.batch_keys(cfg)`). Jitted with explicit in/out
   shardings from the rules table; the state argument is donated (rebind it: `state, m = step(state, batch)`).
   """
   graphdef = ts.graphdef

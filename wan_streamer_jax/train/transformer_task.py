@@ -43,14 +43,15 @@ def join_state(template, params, opt):
 
 
 def mean_metrics(batches: list[dict]) -> dict:
-  """The mean of per-batch metrics over an evaluation: each batch counts once, except the answer's
-  `loss/answer` / `acc/answer`, which weigh a batch by its answer bytes (`tokens/answer`; most batches
-  hold none and report 0)."""
+  """The mean of per-batch metrics over an evaluation: each batch counts once, except the marked targets'
+  `loss/<mark>` / `acc/<mark>` (answer, reply, pause), which weigh a batch by its `tokens/<mark>` (many
+  batches hold none and report 0)."""
   out = {}
   for k in (batches[0] if batches else {}):
     v = np.array([float(m[k]) for m in batches])
-    if k in ("loss/answer", "acc/answer"):
-      w = np.array([float(m["tokens/answer"]) for m in batches])
+    mark = k.split("/")[-1]
+    if k.split("/")[0] in ("loss", "acc") and mark in ("answer", "reply", "pause"):
+      w = np.array([float(m[f"tokens/{mark}"]) for m in batches])
       out[k] = float((v * w).sum() / max(w.sum(), 1.0))
     else:
       out[k] = float(v.mean())
