@@ -32,6 +32,7 @@ from wan_streamer_jax.run_config import MARK_ANSWER as ANSWER
 from wan_streamer_jax.run_config import MARK_NONE as NONE
 from wan_streamer_jax.run_config import MARK_PAUSE as PAUSE
 from wan_streamer_jax.run_config import MARK_REPLY as REPLY
+
 PAUSE_MAX_WORDS = 2  # the corpus' backchannels have 1-2 words, its replies >= 4 (data_pipelines/dialogues.py)
 REPLY_MAX_BACK = 4  # units a reply window reaches back when no user stop is found before it
 
@@ -72,26 +73,31 @@ def pause_windows(ex: dict, max_words: int = PAUSE_MAX_WORDS) -> list[tuple[int,
   """Units `[lo, hi]` (inclusive) of the user's mid-turn pauses: consecutive utterances with at most
   `max_words` model words between the first's last unit and the next's first heard unit; a window runs
   from the first's last unit to the next's last unit (Full-Duplex-Bench's pause window)."""
-  utts = user_utterances(ex)
+  return _pause_windows(ex["text_out"], user_utterances(ex), max_words)
+
+
+def _pause_windows(text_out: np.ndarray, utts: list[tuple[int, int]], max_words: int) -> list[tuple[int, int]]:
   return [(a[1], b[1]) for a, b in zip(utts, utts[1:])
-          if b[0] > a[1] and _words_in(ex["text_out"], a[1], b[0]) <= max_words]
+          if b[0] > a[1] and _words_in(text_out, a[1], b[0]) <= max_words]
 
 
-def reply_window(ex: dict, answer_run: np.ndarray) -> tuple[int, int] | None:
+def _reply_window(text_out: np.ndarray, answer_run: np.ndarray,
+                  utts: list[tuple[int, int]]) -> tuple[int, int] | None:
   """Units `[lo, hi]` of the reply holding `answer_run` (bool like `text_out`): from the last user stop
-  at or before the reply's first token (at most `REPLY_MAX_BACK` units back) to its END_OF_TURN."""
-  flat = np.asarray(ex["text_out"]).reshape(-1)
+  (`utts`: `user_utterances`) at or before the reply's first token (at most `REPLY_MAX_BACK` units back)
+  to its END_OF_TURN."""
+  flat = np.asarray(text_out).reshape(-1)
   hits = np.flatnonzero(np.asarray(answer_run).reshape(-1))
   if not hits.size:
     return None
-  slots = np.shape(ex["text_out"])[1]
+  slots = np.shape(text_out)[1]
   ends_before = np.flatnonzero(flat[:hits[0]] == END_OF_TURN)
   start = int(ends_before[-1]) + 1 if ends_before.size else 0
   start += int(np.argmax(flat[start:] != PAD))  # the reply's first token
   ends_after = np.flatnonzero(flat[hits[-1]:] == END_OF_TURN)
   end = hits[-1] + int(ends_after[0]) if ends_after.size else flat.size - 1
   first_unit, last_unit = start // slots, end // slots
-  stops = [last for _, last in user_utterances(ex) if last <= first_unit]
+  stops = [last for _, last in utts if last <= first_unit]
   lo = max(stops[-1] if stops else 0, first_unit - REPLY_MAX_BACK)
   return lo, last_unit
 
@@ -100,25 +106,26 @@ def unit_marks(ex: dict, answers: bool, pauses: bool) -> np.ndarray:
   """int32 codes like `ex["text_out"]` `[units, text_slots]` (the stream as the window reads it: led,
   if led; `answer_unit` already moved by the lead)."""
   marks = np.zeros(np.shape(ex["text_out"]), np.int32)
+  utts = user_utterances(ex) if pauses or answers else []
   if pauses:
-    for lo, hi in pause_windows(ex):
+    for lo, hi in _pause_windows(ex["text_out"], utts, PAUSE_MAX_WORDS):
       marks[lo:hi + 1] = PAUSE
   if answers:
     if "expected_answer" not in ex or "answer_unit" not in ex:
       raise ValueError("loss.answer_weight: the token example has no 'expected_answer' / 'answer_unit' "
                        f"metadata (tokens of a corpus without it); fields: {sorted(ex)}")
     run = text_slots.answer_mask(ex["text_out"], str(ex["expected_answer"]), int(ex["answer_unit"]))
-    window = reply_window(ex, run)
+    window = _reply_window(ex["text_out"], run, utts)
     if window is not None:
       marks[window[0]:window[1] + 1] = REPLY
       marks[run] = ANSWER
   return marks
 
 
-def loss_marks(layout: schedule.UnitLayout, ex: dict, start: int, n: int, answers: bool,
-               pauses: bool) -> np.ndarray:
-  """int32 `[n * L]` like `packing.window_tokens(layout, ex, start, n)`: `unit_marks` on its text_out
-  slots (shifted and cut as the window's text_out: unit t holds unit t - 1), NONE elsewhere."""
-  rows = schedule.shift_out_stream(unit_marks(ex, answers, pauses), NONE)[start:start + n]
+def window_marks(layout: schedule.UnitLayout, marks: np.ndarray, start: int, n: int) -> np.ndarray:
+  """int32 `[n * L]` like `packing.window_tokens(layout, ex, start, n)`: a conversation's `unit_marks`
+  `marks` on the window's text_out slots (shifted and cut as its text_out: unit t holds unit t - 1),
+  NONE elsewhere."""
+  rows = schedule.shift_out_stream(marks, NONE)[start:start + n]
   marked = schedule.assemble_units(layout, {"text_out": rows})
   return np.where(np.tile(layout.group == GROUPS.index("text_out"), n), marked, NONE).astype(np.int32)

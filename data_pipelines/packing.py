@@ -74,8 +74,8 @@ class TokenWindow(grain.transforms.RandomMap):
   `heard_targets` (the loss reads targets from it; the model still reads `tokens`). `text_lead`: the
   model's text leads its speech by that many units (`text.out_lead_units`, `text_slots.lead_text`).
   `targets=True` (or heard, or own_swap > 0) emits "target_tokens" (without heard: a copy of the clean
-  window). `answers` / `pauses`: emits "loss_marks" int32 `[n * L]` (`loss_marks.loss_marks`: the answer's reply
-  for `loss.answer_weight`, the user's pauses for `loss.pause_weight`).
+  window). `answers` / `pauses`: emits "loss_marks" int32 `[n * L]` (`loss_marks.window_marks`: the answer's
+  reply for `loss.answer_weight`, the user's pauses for `loss.pause_weight`).
   `own_swap = p`: each unit's audio_out / video_out *input* slots (the model's own voice and face) are,
   with probability p, another unit's of the window (`train.own_stream_swap`; targets clean).
 
@@ -118,8 +118,8 @@ class TokenWindow(grain.transforms.RandomMap):
       out["target_tokens"] = self._cut(heard_targets(ex), runs) if self.heard else out["tokens"].copy()
     if self.answers or self.pauses:
       due = dict(ex, answer_unit=int(ex.get("answer_unit", -1)) - self.text_lead) if self.text_lead else ex
-      out["loss_marks"] = np.concatenate([loss_marks.loss_marks(self.layout, due, a, m, self.answers, self.pauses)
-                                          for a, m in runs])
+      marks = loss_marks.unit_marks(due, self.answers, self.pauses)  # once per example, cut per run
+      out["loss_marks"] = np.concatenate([loss_marks.window_marks(self.layout, marks, a, m) for a, m in runs])
     if self.own_swap > 0:  # the model's own voice / face inputs of some units <- another unit's
       units_in = out["tokens"].reshape(n, L)
       clean = units_in.copy()

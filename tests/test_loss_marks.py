@@ -106,14 +106,15 @@ def _marked_text(tokens, marks, code=ANSWER):
 
 def test_the_marks_sit_on_the_windows_text_out_slots():
   ex = _example()
+  marks_all = loss_marks.unit_marks(ex, True, True)
   # "red" is due at unit 11 and the window's row r holds out-unit start + r - 1 (the shift)
   for start, n, want in ((0, UNITS, "red"), (8, 6, "red"), (13, 4, ""), (0, 8, "")):
-    tokens, marks = window_tokens(LAYOUT, ex, start, n), loss_marks.loss_marks(LAYOUT, ex, start, n, True, True)
+    tokens, marks = window_tokens(LAYOUT, ex, start, n), loss_marks.window_marks(LAYOUT, marks_all, start, n)
     assert marks.shape == tokens.shape and marks.dtype == np.int32
     assert not marks[~np.tile(TEXT_OUT, n)].any()  # text_out slots only
     assert _marked_text(tokens, marks) == want, (start, n)
-  whole = loss_marks.loss_marks(LAYOUT, ex, 0, UNITS, True, True).reshape(UNITS, L)[:, TEXT_OUT]
-  np.testing.assert_array_equal(whole[1:], loss_marks.unit_marks(ex, True, True)[:-1])
+  whole = loss_marks.window_marks(LAYOUT, marks_all, 0, UNITS).reshape(UNITS, L)[:, TEXT_OUT]
+  np.testing.assert_array_equal(whole[1:], marks_all[:-1])
 
 
 def test_the_window_carries_the_marks_with_sinks_and_a_text_lead():
@@ -136,7 +137,7 @@ def _loss(cfg, marks, logits, tokens):
 def test_the_loss_weighs_the_marked_targets_and_reports_them():
   ex = _example()
   tokens = jnp.asarray(window_tokens(LAYOUT, ex, 0, UNITS)[None])
-  marks = loss_marks.loss_marks(LAYOUT, ex, 0, UNITS, True, True)
+  marks = loss_marks.window_marks(LAYOUT, loss_marks.unit_marks(ex, True, True), 0, UNITS)
   rng = np.random.default_rng(0)
   lay = LAYOUT.tile(UNITS)
   logits = {k: jnp.asarray(rng.normal(size=(1, int((lay.kind == i).sum()), int(lay.vocab.max()))), jnp.float32)

@@ -33,8 +33,8 @@ def check_batch(cfg: Config, batch: dict, rows: int | None = None) -> None:
 
   Expects int32 `[rows, units_per_example * tokens_per_unit]` arrays `tokens`
   (each slot inside its kind's vocabulary), `segment_ids` (>= 0) and
-  `unit_ids` (>= 0), and `target_tokens` (like `tokens`) and `loss_marks` (`loss_marks.CODES`) when `batch_keys(cfg)`
-  names them.
+  `unit_ids` (>= 0), and `target_tokens` (like `tokens`) and `loss_marks` (`run_config.MARK_CODES`) when
+  `batch_keys(cfg)` names them.
   Runs on host numpy, before anything is compiled.
   """
   keys = batch_keys(cfg)
