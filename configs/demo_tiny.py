@@ -20,7 +20,7 @@ def get_config():
                         rope_sections=(8, 4, 4), window_units=WINDOW_UNITS, sink_units=SINK_UNITS,
                         attention_impl="xla", depth_layers=2, code_digit_embed=True),
       # text_in's targets are the user's words as heard (an ASR-like target; the input stays MISSING)
-      loss=LossConfig(text_in=1.0, text_in_target="heard", answer_weight=10.0, pause_weight=5.0),  # the demo's paths
+      loss=LossConfig(text_in=1.0, text_in_target="heard", answer_weight=10.0, stop_weight=5.0),  # the demo's paths
       optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=5, decay_steps=200),
       train=TrainConfig(batch_size=4, units_per_example=SINK_UNITS + WINDOW_UNITS, num_steps=200, log_every=10,
                         checkpoint_every=100),

@@ -1,4 +1,4 @@
-"""Which text_out targets weigh more in the loss (`loss.answer_weight`, `loss.pause_weight`).
+"""Which text_out targets weigh more in the loss (`loss.answer_weight`, `pause_weight`, `stop_weight`).
 
 A training batch carries `loss_marks` int32 like `tokens`: a code per token, read one unit later as
 the targets are (`model/losses.next_unit_loss`). Codes, on the model's text_out slots only:
@@ -11,6 +11,9 @@ the targets are (`model/losses.next_unit_loss`). Codes, on the model's text_out 
   PAUSE  (3)  the user's mid-turn pauses: every text_out target from the unit the user stopped to the
               last unit of their resumed speech, when the model says at most `PAUSE_MAX_WORDS` words
               in between (a backchannel, or nothing) — weighs `loss.pause_weight`; `loss/pause`.
+  STOP   (4)  every user stop, a pause or a turn's end alike: the text_out targets of the unit the user
+              stopped and the `STOP_UNITS` units after it — weighs `loss.stop_weight`; `loss/stop`.
+  A target in two windows takes the later code in this order: STOP, PAUSE, REPLY, ANSWER.
 
 Why whole windows, not the answer's bytes alone: a weight that depends on the *target* moves the
 loss' optimum (with weight w on class y the minimiser is q(y) ∝ w p(y)). Weighing only the answer's
@@ -18,7 +21,10 @@ bytes (run 6) weighed the first byte of "I do not see any shape." 10x and the fi
 a red square." 1x — the model learned to say the former 7 times in 9. Inside a window every
 alternative at a position weighs the same, so the weight only says *where* to learn, not *what*.
 A window's extent is the corpus script's (the user's stop, the reply's end), so PAUSE also says how
-much a takeover in a pause costs: where a pause and a turn's end look alike, it favours holding on.
+much a takeover in a pause costs: where a pause and a turn's end look alike, it favours holding on
+(run 7: takeovers in pauses 0.82 -> 0.36, turns taken 0.96 -> 0.82 — the story's last part was held
+like its pauses). STOP windows have one extent after every stop, so where the two look alike both
+outcomes weigh the same: the weight says where the hold-or-take decision is learnt, not which wins.
 """
 
 from __future__ import annotations
@@ -32,9 +38,13 @@ from wan_streamer_jax.run_config import MARK_ANSWER as ANSWER
 from wan_streamer_jax.run_config import MARK_NONE as NONE
 from wan_streamer_jax.run_config import MARK_PAUSE as PAUSE
 from wan_streamer_jax.run_config import MARK_REPLY as REPLY
+from wan_streamer_jax.run_config import MARK_STOP as STOP
 
 PAUSE_MAX_WORDS = 2  # the corpus' backchannels have 1-2 words, its replies >= 4 (data_pipelines/dialogues.py)
 REPLY_MAX_BACK = 4  # units a reply window reaches back when no user stop is found before it
+# units after a user stop in its STOP window: the corpus' replies start 2 units after the user's last unit
+# (452 of the demo's 472 train turn ends; 1-3 in all), the user resumes 4-10 units after a pause's (123 of 125)
+STOP_UNITS = 4
 
 PAD, WORD_END, END_OF_TURN = TextConfig.PAD, TextConfig.WORD_END, TextConfig.END_OF_TURN
 
@@ -102,11 +112,23 @@ def _reply_window(text_out: np.ndarray, answer_run: np.ndarray,
   return lo, last_unit
 
 
-def unit_marks(ex: dict, answers: bool, pauses: bool) -> np.ndarray:
+def stop_windows(ex: dict, units: int = STOP_UNITS) -> list[tuple[int, int]]:
+  """Units `[lo, hi]` (inclusive) after every user stop: from an utterance's last unit `units` on."""
+  return _stop_windows(user_utterances(ex), units)
+
+
+def _stop_windows(utts: list[tuple[int, int]], units: int) -> list[tuple[int, int]]:
+  return [(last, last + units) for _, last in utts]
+
+
+def unit_marks(ex: dict, answers: bool, pauses: bool, stops: bool = False) -> np.ndarray:
   """int32 codes like `ex["text_out"]` `[units, text_slots]` (the stream as the window reads it: led,
   if led; `answer_unit` already moved by the lead)."""
   marks = np.zeros(np.shape(ex["text_out"]), np.int32)
-  utts = user_utterances(ex) if pauses or answers else []
+  utts = user_utterances(ex) if pauses or answers or stops else []
+  if stops:
+    for lo, hi in _stop_windows(utts, STOP_UNITS):
+      marks[lo:hi + 1] = STOP
   if pauses:
     for lo, hi in _pause_windows(ex["text_out"], utts, PAUSE_MAX_WORDS):
       marks[lo:hi + 1] = PAUSE

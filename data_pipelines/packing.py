@@ -74,8 +74,8 @@ class TokenWindow(grain.transforms.RandomMap):
   `heard_targets` (the loss reads targets from it; the model still reads `tokens`). `text_lead`: the
   model's text leads its speech by that many units (`text.out_lead_units`, `text_slots.lead_text`).
   `targets=True` (or heard, or own_swap > 0) emits "target_tokens" (without heard: a copy of the clean
-  window). `answers` / `pauses`: emits "loss_marks" int32 `[n * L]` (`loss_marks.window_marks`: the answer's
-  reply for `loss.answer_weight`, the user's pauses for `loss.pause_weight`).
+  window). `answers` / `pauses` / `stops`: emits "loss_marks" int32 `[n * L]` (`loss_marks.window_marks`: the
+  answer's reply for `loss.answer_weight`, the user's pauses / stops for `loss.pause_weight` / `stop_weight`).
   `own_swap = p`: each unit's audio_out / video_out *input* slots (the model's own voice and face) are,
   with probability p, another unit's of the window (`train.own_stream_swap`; targets clean).
 
@@ -89,12 +89,12 @@ class TokenWindow(grain.transforms.RandomMap):
 
   def __init__(self, layout: schedule.UnitLayout, max_units: int, sink_units: int = 0, heard: bool = False,
                text_lead: int = 0, targets: bool = False, own_swap: float = 0.0, answers: bool = False,
-               pauses: bool = False):
+               pauses: bool = False, stops: bool = False):
     if sink_units and not sink_units < max_units:
       raise ValueError(f"sink_units: expected fewer than the window's {max_units} units, got {sink_units}")
     self.layout, self.max_units, self.sinks, self.heard = layout, int(max_units), int(sink_units), bool(heard)
     self.text_lead, self.own_swap = int(text_lead), float(own_swap)
-    self.answers, self.pauses = bool(answers), bool(pauses)
+    self.answers, self.pauses, self.stops = bool(answers), bool(pauses), bool(stops)
     self.targets = bool(targets or heard or own_swap > 0)
     self.own_slots = np.isin(layout.group, [GROUPS.index("audio_out"), GROUPS.index("video_out")])
 
@@ -116,9 +116,9 @@ class TokenWindow(grain.transforms.RandomMap):
     out = {"tokens": self._cut(ex, runs), "unit_ids": np.repeat(ids, L).astype(np.int32)}
     if self.targets:
       out["target_tokens"] = self._cut(heard_targets(ex), runs) if self.heard else out["tokens"].copy()
-    if self.answers or self.pauses:
+    if self.answers or self.pauses or self.stops:
       due = dict(ex, answer_unit=int(ex.get("answer_unit", -1)) - self.text_lead) if self.text_lead else ex
-      marks = loss_marks.unit_marks(due, self.answers, self.pauses)  # once per example, cut per run
+      marks = loss_marks.unit_marks(due, self.answers, self.pauses, self.stops)  # once per example, cut per run
       out["loss_marks"] = np.concatenate([loss_marks.window_marks(self.layout, marks, a, m) for a, m in runs])
     if self.own_swap > 0:  # the model's own voice / face inputs of some units <- another unit's
       units_in = out["tokens"].reshape(n, L)

@@ -161,7 +161,7 @@ def token_pipeline(source, cfg: Config, *, batch_size: int | None = None, seq_un
   targets = cfg.separate_targets
   ds = ds.random_map(TokenWindow(layout, seq_units, sinks, heard=heard, text_lead=cfg.text.out_lead_units,
                                  targets=targets, own_swap=own_stream_swap, answers=cfg.loss.answer_weight != 1.0,
-                                 pauses=cfg.loss.pause_weight != 1.0))
+                                 pauses=cfg.loss.pause_weight != 1.0, stops=cfg.loss.stop_weight != 1.0))
   it = ds.to_iter_dataset(_read_options(num_threads, prefetch))
   it = pack_windows(it, seq_units, layout.tokens_per_unit, num_packing_bins or max(2, batch_size), seed,
                     with_targets=targets, with_marks=cfg.loss_marks)

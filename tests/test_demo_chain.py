@@ -92,11 +92,12 @@ def test_every_stage_writes_finite_outputs(chain):
   assert t["steps"] == 3 and _finite(t["last_train"]) and _finite(t["validation"])
   assert np.isfinite(t["validation"]["loss"]) and t["validation"]["loss"] > 0
   assert np.isfinite(t["validation"]["loss/text_in"]) and t["validation"]["loss/text_in"] > 0
-  # the demo's loss marks reached the batches and the loss (demo_tiny mirrors demo): some reply and pause
-  # targets in the validation batches
-  for mark in ("answer", "reply", "pause"):
+  # the demo's loss marks reached the batches and the loss (demo_tiny mirrors demo): some reply and stop
+  # targets in the validation batches, no pause marks (pause_weight off)
+  for mark in ("answer", "reply", "pause", "stop"):
     assert np.isfinite(t["validation"][f"loss/{mark}"]) and t["validation"][f"tokens/{mark}"] >= 0
-  assert t["validation"]["tokens/reply"] + t["validation"]["tokens/pause"] > 0
+  assert t["validation"]["tokens/reply"] + t["validation"]["tokens/stop"] > 0
+  assert t["validation"]["tokens/pause"] == 0
   assert t["hearing"]["bytes"] > 0 and 0.0 <= t["hearing"]["byte_accuracy"] <= 1.0  # the hearing probe ran
   probed = [t["answers"][k] for k in ("colour", "arithmetic", "repeat")]  # so did the answer probe
   assert sum(p["answers"] for p in probed) > 0 and all(0.0 <= p["first_byte_accuracy"] <= 1.0 for p in probed)
@@ -136,7 +137,7 @@ def test_a_finished_stage_of_another_plan_is_refused(chain):
 def test_a_model_change_keeps_the_corpus_codec_and_token_stages():
   """Only the Transformer and what reads it are redone when the model section changes."""
   for change in ({"model.depth_layers": 1}, {"train.own_stream_swap": 0.1}, {"loss.answer_weight": 5.0},
-                 {"loss.pause_weight": 2.0}):
+                 {"loss.pause_weight": 2.0}, {"loss.stop_weight": 2.0}):
     other = dataclasses.replace(CHAIN, model_overrides={**CHAIN.model_overrides, **change})
     for stage in ("corpus", "audio_codec", "video_codec", "tokens"):  # Transformer-only training fields too
       assert other.fingerprint(stage) == CHAIN.fingerprint(stage), (change, stage)

@@ -1,11 +1,11 @@
-"""Loss marks (`data_pipelines/loss_marks.py`): the answer's reply and the user's pauses weigh more."""
+"""Loss marks (`data_pipelines/loss_marks.py`): the answer's reply, the user's pauses and stops weigh more."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from data_pipelines import loss_marks, text_slots
-from data_pipelines.loss_marks import ANSWER, NONE, PAUSE, REPLY
+from data_pipelines.loss_marks import ANSWER, NONE, PAUSE, REPLY, STOP
 from data_pipelines.packing import TokenWindow, window_tokens
 from data_pipelines.token_data import random_token_example
 from tests.helpers import tiny_config
@@ -72,6 +72,24 @@ def test_the_reply_and_the_pause_windows():
   assert not (loss_marks.unit_marks(ex, answers=True, pauses=False) == PAUSE).any()
 
 
+def test_every_stop_weighs_alike_whatever_follows_it():
+  """STOP windows follow the user's stops alone: after the story's first part the same units weigh the
+  same whether the model backchannels (a pause) or replies (a turn's end) — PAUSE windows differ there,
+  which priced a takeover in run 7 (turns held like pauses)."""
+  pause, turn = _example(), _example(backchannel=("sure,", "take", "your", "time."), resume=4)
+  assert loss_marks.stop_windows(pause) == [(6, 10), (17, 21), (23, 27)]
+  stops = [loss_marks.unit_marks(e, answers=False, pauses=False, stops=True) for e in (pause, turn)]
+  assert _units(stops[0], STOP) == [*range(6, 11), *range(17, 22), *range(23, 28)]
+  assert _units(stops[1], STOP) == [*range(6, 11), *range(17, 22), *range(27, 32)]  # resumed 4 units later
+  np.testing.assert_array_equal(stops[0][:23], stops[1][:23])  # the first part's stop: the same units
+  pauses = [loss_marks.unit_marks(e, answers=False, pauses=True) for e in (pause, turn)]
+  assert (pauses[0][17:22] == PAUSE).all() and not pauses[1].any()  # the pause window: only where one follows
+  # in one example the later windows' codes win: STOP < PAUSE < REPLY < ANSWER
+  m = loss_marks.unit_marks(pause, answers=True, pauses=True, stops=True)
+  assert _units(m, STOP) == [24, 25, 26, 27] and _units(m, PAUSE) == list(range(17, 24))
+  assert _units(m, REPLY) == list(range(6, 15)) and _units(m, ANSWER) == [11]
+
+
 def test_every_template_weighs_the_same_where_the_reply_is_chosen():
   """Run 6's bias: with the answer's bytes alone marked, "I do not see any shape." (the answer is the whole
   reply) weighed its first bytes 10x and "I see a red square." 1x. The window weighs both alike."""
@@ -122,6 +140,10 @@ def test_the_window_carries_the_marks_with_sinks_and_a_text_lead():
   out = win.random_map(_example(), np.random.default_rng(0))
   assert _marked_text(out["tokens"], out["loss_marks"]) == "red"
   assert _marked_text(out["tokens"], out["loss_marks"], PAUSE) == "mhm."
+  stops = TokenWindow(LAYOUT, max_units=UNITS, stops=True).random_map(_example(), np.random.default_rng(0))
+  # the reply's first words (units 8-10 of 6-10) and the backchannel (unit 19 of 17-21)
+  assert _marked_text(stops["tokens"], stops["loss_marks"], STOP) == "Iseeamhm."
+  assert set(np.unique(stops["loss_marks"])) == {NONE, STOP}
   led = TokenWindow(LAYOUT, max_units=UNITS, answers=True, text_lead=2).random_map(_example(), np.random.default_rng(0))
   assert _marked_text(led["tokens"], led["loss_marks"]) == "red"
   first = lambda o: np.flatnonzero((o["loss_marks"].reshape(UNITS, L) == ANSWER).any(-1))[0]  # noqa: E731
@@ -137,7 +159,7 @@ def _loss(cfg, marks, logits, tokens):
 def test_the_loss_weighs_the_marked_targets_and_reports_them():
   ex = _example()
   tokens = jnp.asarray(window_tokens(LAYOUT, ex, 0, UNITS)[None])
-  marks = loss_marks.window_marks(LAYOUT, loss_marks.unit_marks(ex, True, True), 0, UNITS)
+  marks = loss_marks.window_marks(LAYOUT, loss_marks.unit_marks(ex, True, True, True), 0, UNITS)
   rng = np.random.default_rng(0)
   lay = LAYOUT.tile(UNITS)
   logits = {k: jnp.asarray(rng.normal(size=(1, int((lay.kind == i).sum()), int(lay.vocab.max()))), jnp.float32)
@@ -152,23 +174,26 @@ def test_the_loss_weighs_the_marked_targets_and_reports_them():
   text_t, text_m = (np.asarray(LAYOUT.take_kind(x, "text"))[0] for x in (tgt, tmarks))
   lg = np.asarray(logits["text"][0], np.float64)
   ce = np.log(np.exp(lg).sum(-1)) - lg[np.arange(len(text_t)), text_t]
-  for aw, pw in ((20.0, 1.0), (1.0, 7.0), (4.0, 3.0)):
-    heavy, m = _loss(tiny_config(loss={"answer_weight": aw, "pause_weight": pw}), marks, logits, tokens)
+  for aw, pw, sw in ((20.0, 1.0, 1.0), (1.0, 7.0, 1.0), (4.0, 3.0, 2.0), (1.0, 1.0, 9.0)):
+    heavy, m = _loss(tiny_config(loss={"answer_weight": aw, "pause_weight": pw, "stop_weight": sw}), marks,
+                     logits, tokens)
     # only the text_out weights change: the weighted sum moves by (w - 1) * CE of each marked target
-    extra_w = np.where(np.isin(text_m, (REPLY, ANSWER)), aw - 1, np.where(text_m == PAUSE, pw - 1, 0.0))
+    extra_w = np.select([np.isin(text_m, (REPLY, ANSWER)), text_m == PAUSE, text_m == STOP], [aw - 1, pw - 1, sw - 1])
     total_w = float((np.asarray(valid)[0] * lay.loss_weight).sum())  # the plain loss' weights
     want = (float(base) * total_w + (extra_w * ce).sum()) / (total_w + extra_w.sum())
-    assert float(heavy) == pytest.approx(want, rel=1e-4), (aw, pw)
+    assert float(heavy) == pytest.approx(want, rel=1e-4), (aw, pw, sw)
   assert int(m["tokens/answer"]) == len("red") == int((text_m == ANSWER).sum())
   assert float(m["loss/answer"]) == pytest.approx(ce[text_m == ANSWER].mean(), rel=1e-4)
   assert float(m["loss/reply"]) == pytest.approx(ce[np.isin(text_m, (REPLY, ANSWER))].mean(), rel=1e-4)
   assert float(m["loss/pause"]) == pytest.approx(ce[text_m == PAUSE].mean(), rel=1e-4)
   assert int(m["tokens/pause"]) == (text_m == PAUSE).sum() > 0
+  assert float(m["loss/stop"]) == pytest.approx(ce[text_m == STOP].mean(), rel=1e-4)
+  assert int(m["tokens/stop"]) == (text_m == STOP).sum() > 0
   assert "loss/answer" not in m_base and float(m_same["tokens/answer"]) == 0
 
 
 def test_config_keys_and_checks():
-  for field in ("answer_weight", "pause_weight"):
+  for field in ("answer_weight", "pause_weight", "stop_weight"):
     with pytest.raises(ConfigError, match=rf"loss\.{field}.*>= 1"):
       tiny_config(loss={field: 0.5})
     cfg = tiny_config(loss={field: 10.0})
@@ -176,9 +201,9 @@ def test_config_keys_and_checks():
   assert not CFG.loss_marks and "loss_marks" not in batch_keys(CFG)
   batch = random_token_batch(cfg, 0)
   assert not batch["loss_marks"].any()
-  check_batch(cfg, {**batch, "loss_marks": batch["loss_marks"] + PAUSE})
-  with pytest.raises(ValueError, match=r"loss_marks.*codes in \(0, 1, 2, 3\).*\[4\]"):
-    check_batch(cfg, {**batch, "loss_marks": batch["loss_marks"] + 4})
+  check_batch(cfg, {**batch, "loss_marks": batch["loss_marks"] + STOP})
+  with pytest.raises(ValueError, match=r"loss_marks.*codes in \(0, 1, 2, 3, 4\).*\[5\]"):
+    check_batch(cfg, {**batch, "loss_marks": batch["loss_marks"] + 5})
 
 
 def test_an_evaluation_weighs_the_answers_mean_by_its_bytes():

@@ -100,9 +100,9 @@ class Config:
 
   @property
   def loss_marks(self) -> bool:
-    """Whether training batches carry `loss_marks` (`data_pipelines/loss_marks.py`: the answer's reply and
-    the user's pauses, for `loss.answer_weight` / `loss.pause_weight`)."""
-    return self.loss.answer_weight != 1.0 or self.loss.pause_weight != 1.0
+    """Whether training batches carry `loss_marks` (`data_pipelines/loss_marks.py`: the answer's reply, the
+    user's pauses and stops, for `loss.answer_weight` / `loss.pause_weight` / `loss.stop_weight`)."""
+    return 1.0 != self.loss.answer_weight or 1.0 != self.loss.pause_weight or 1.0 != self.loss.stop_weight
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Config":

@@ -65,8 +65,8 @@ class OptimizerConfig:
 
 
 # Codes of a batch's `loss_marks` (`data_pipelines/loss_marks.py`): which text_out targets weigh more.
-MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE = 0, 1, 2, 3
-MARK_CODES = (MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE)
+MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE, MARK_STOP = 0, 1, 2, 3, 4
+MARK_CODES = (MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE, MARK_STOP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +97,10 @@ class LossConfig:
   # backchannel between: `loss_marks.pause_windows`) weigh this much (x text_out): how much a takeover
   # in a pause costs; 1 = off (batches carry `loss_marks` when either weight is on)
   pause_weight: float = 1.0
+  # text_out targets right after every user stop (`loss_marks.STOP_UNITS` units from the unit the user
+  # stopped, whether they go on after a pause or wait for the reply: `loss_marks.stop_windows`) weigh this
+  # much (x text_out): where to learn the hold-or-take decision, both outcomes alike; 1 = off
+  stop_weight: float = 1.0
 
   def __post_init__(self):
     if self.text_in_target not in ("stream", "heard"):
@@ -107,6 +111,8 @@ class LossConfig:
       _fail("loss.answer_weight", "a float >= 1 (1 = off)", self.answer_weight)
     if not (isinstance(self.pause_weight, (int, float)) and self.pause_weight >= 1.0):
       _fail("loss.pause_weight", "a float >= 1 (1 = off)", self.pause_weight)
+    if not (isinstance(self.stop_weight, (int, float)) and self.stop_weight >= 1.0):
+      _fail("loss.stop_weight", "a float >= 1 (1 = off)", self.stop_weight)
 
   def group_weight(self, group: str) -> float:
     return float(getattr(self, group))

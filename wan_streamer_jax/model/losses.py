@@ -8,7 +8,7 @@ import numpy as np
 
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config, TextConfig
-from wan_streamer_jax.run_config import MARK_ANSWER, MARK_PAUSE, MARK_REPLY
+from wan_streamer_jax.run_config import MARK_ANSWER, MARK_PAUSE, MARK_REPLY, MARK_STOP
 
 
 def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None,
@@ -24,13 +24,13 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
       instead of from `tokens` (`loss.text_in_target="heard"`: text_in's targets differ from its inputs).
     loss_marks: optional int32 `[batch, units * L]` of `run_config.MARK_*` codes (like `tokens`, read one
       unit later as the targets are; `data_pipelines/loss_marks.py`): text_out targets marked REPLY or
-      ANSWER weigh `loss.answer_weight` more, PAUSE `loss.pause_weight`.
+      ANSWER weigh `loss.answer_weight` more, PAUSE `loss.pause_weight`, STOP `loss.stop_weight`.
   Returns:
     (loss scalar, metrics dict): the loss weighs each target by its group's weight (`cfg.loss`; text_in's
     PAD targets times `loss.text_in_pad_weight`, marked targets as above); `loss/<group>` mean CE over valid
     targets (unweighted), `acc/<group>` accuracy, `loss/z`, `tokens/valid`; with `loss_marks` also
     `loss/answer`, `acc/answer`, `tokens/answer` (the answer's bytes: mean CE, accuracy, count; 0 when a
-    batch holds none) and the same for `reply` (the answer's whole reply window) and `pause`.
+    batch holds none) and the same for `reply` (the answer's whole reply window), `pause` and `stop`.
   """
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit
@@ -58,8 +58,10 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     if k == "text" and marks is not None:
       m = layout.take_kind(marks, k)
       reply = (m == MARK_REPLY) | (m == MARK_ANSWER)
-      w = w * jnp.where(reply, cfg.loss.answer_weight, jnp.where(m == MARK_PAUSE, cfg.loss.pause_weight, 1.0))
-      for name, sel in (("answer", m == MARK_ANSWER), ("reply", reply), ("pause", m == MARK_PAUSE)):
+      w = w * jnp.where(reply, cfg.loss.answer_weight, jnp.where(
+          m == MARK_PAUSE, cfg.loss.pause_weight, jnp.where(m == MARK_STOP, cfg.loss.stop_weight, 1.0)))
+      for name, sel in (("answer", m == MARK_ANSWER), ("reply", reply), ("pause", m == MARK_PAUSE),
+                        ("stop", m == MARK_STOP)):
         sel = sel.astype(jnp.float32) * val
         n_sel = jnp.sum(sel)
         metrics[f"loss/{name}"] = jnp.sum(ce * sel) / jnp.maximum(n_sel, 1.0)

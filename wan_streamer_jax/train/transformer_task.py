@@ -44,13 +44,13 @@ def join_state(template, params, opt):
 
 def mean_metrics(batches: list[dict]) -> dict:
   """The mean of per-batch metrics over an evaluation: each batch counts once, except the marked targets'
-  `loss/<mark>` / `acc/<mark>` (answer, reply, pause), which weigh a batch by its `tokens/<mark>` (many
+  `loss/<mark>` / `acc/<mark>` (answer, reply, pause, stop), which weigh a batch by its `tokens/<mark>` (many
   batches hold none and report 0)."""
   out = {}
   for k in (batches[0] if batches else {}):
     v = np.array([float(m[k]) for m in batches])
     mark = k.split("/")[-1]
-    if k.split("/")[0] in ("loss", "acc") and mark in ("answer", "reply", "pause"):
+    if k.split("/")[0] in ("loss", "acc") and mark in ("answer", "reply", "pause", "stop"):
       w = np.array([float(m[f"tokens/{mark}"]) for m in batches])
       out[k] = float((v * w).sum() / max(w.sum(), 1.0))
     else:
