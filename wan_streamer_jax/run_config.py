@@ -95,7 +95,7 @@ class LossConfig:
   answer_weight: float = 1.0
   # text_out targets in the user's mid-turn pauses (the user stops and goes on with at most a
   # backchannel between: `loss_marks.pause_windows`) weigh this much (x text_out): how much a takeover
-  # in a pause costs; 1 = off (batches carry `loss_marks` when either weight is on)
+  # in a pause costs; 1 = off (batches carry `loss_marks` when any of these weights is on)
   pause_weight: float = 1.0
   # text_out targets right after every user stop (`loss_marks.STOP_UNITS` units from the unit the user
   # stopped, whether they go on after a pause or wait for the reply: `loss_marks.stop_windows`) weigh this
