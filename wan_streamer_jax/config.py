@@ -102,7 +102,7 @@ class Config:
   def loss_marks(self) -> bool:
     """Whether training batches carry `loss_marks` (`data_pipelines/loss_marks.py`: the answer's reply, the
     user's pauses and stops, for `loss.answer_weight` / `loss.pause_weight` / `loss.stop_weight`)."""
-    return any(w != 1.0 for w in (self.loss.answer_weight, self.loss.pause_weight, self.loss.stop_weight))
+    return any(w != 1.0 for w in self.loss.mark_weights())
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Config":

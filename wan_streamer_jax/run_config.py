@@ -67,6 +67,8 @@ class OptimizerConfig:
 # Codes of a batch's `loss_marks` (`data_pipelines/loss_marks.py`): which text_out targets weigh more.
 MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE, MARK_STOP = 0, 1, 2, 3, 4
 MARK_CODES = (MARK_NONE, MARK_REPLY, MARK_ANSWER, MARK_PAUSE, MARK_STOP)
+# the marked targets' metrics (`loss/<name>`, `acc/<name>`, `tokens/<name>`): "reply" is REPLY and ANSWER
+MARK_METRICS = ("answer", "reply", "pause", "stop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +115,10 @@ class LossConfig:
       _fail("loss.pause_weight", "a float >= 1 (1 = off)", self.pause_weight)
     if not (isinstance(self.stop_weight, (int, float)) and self.stop_weight >= 1.0):
       _fail("loss.stop_weight", "a float >= 1 (1 = off)", self.stop_weight)
+
+  def mark_weights(self) -> tuple[float, ...]:
+    """The text_out weight of each `loss_marks` code, indexed by code (`MARK_CODES`)."""
+    return (1.0, self.answer_weight, self.answer_weight, self.pause_weight, self.stop_weight)
 
   def group_weight(self, group: str) -> float:
     return float(getattr(self, group))

@@ -8,7 +8,7 @@ import numpy as np
 
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config, TextConfig
-from wan_streamer_jax.run_config import MARK_ANSWER, MARK_PAUSE, MARK_REPLY, MARK_STOP
+from wan_streamer_jax.run_config import MARK_ANSWER, MARK_METRICS, MARK_PAUSE, MARK_REPLY, MARK_STOP
 
 
 def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None,
@@ -58,11 +58,10 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     if k == "text" and marks is not None:
       m = layout.take_kind(marks, k)
       reply = (m == MARK_REPLY) | (m == MARK_ANSWER)
-      w = w * jnp.where(reply, cfg.loss.answer_weight, jnp.where(
-          m == MARK_PAUSE, cfg.loss.pause_weight, jnp.where(m == MARK_STOP, cfg.loss.stop_weight, 1.0)))
-      for name, sel in (("answer", m == MARK_ANSWER), ("reply", reply), ("pause", m == MARK_PAUSE),
-                        ("stop", m == MARK_STOP)):
-        sel = sel.astype(jnp.float32) * val
+      w = w * jnp.asarray(cfg.loss.mark_weights(), jnp.float32)[m]
+      selected = {"answer": m == MARK_ANSWER, "reply": reply, "pause": m == MARK_PAUSE, "stop": m == MARK_STOP}
+      for name in MARK_METRICS:
+        sel = selected[name].astype(jnp.float32) * val
         n_sel = jnp.sum(sel)
         metrics[f"loss/{name}"] = jnp.sum(ce * sel) / jnp.maximum(n_sel, 1.0)
         metrics[f"acc/{name}"] = jnp.sum(correct * sel) / jnp.maximum(n_sel, 1.0)

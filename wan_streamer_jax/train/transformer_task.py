@@ -22,6 +22,7 @@ import numpy as np
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import Config, ConfigError
 from wan_streamer_jax.model import flops
+from wan_streamer_jax.run_config import MARK_METRICS
 from wan_streamer_jax.train.feed import batch_keys, check_batch, process_slice, to_global
 from wan_streamer_jax.train.loop import Task
 from wan_streamer_jax.train.optimizer import learning_rate_schedule
@@ -50,7 +51,7 @@ def mean_metrics(batches: list[dict]) -> dict:
   for k in (batches[0] if batches else {}):
     v = np.array([float(m[k]) for m in batches])
     mark = k.split("/")[-1]
-    if k.split("/")[0] in ("loss", "acc") and mark in ("answer", "reply", "pause", "stop"):
+    if k.split("/")[0] in ("loss", "acc") and mark in MARK_METRICS:
       w = np.array([float(m[f"tokens/{mark}"]) for m in batches])
       out[k] = float((v * w).sum() / max(w.sum(), 1.0))
     else:
