@@ -136,7 +136,8 @@ def test_a_finished_stage_of_another_plan_is_refused(chain):
 
 def test_a_model_change_keeps_the_corpus_codec_and_token_stages():
   """Only the Transformer and what reads it are redone when the model section changes."""
-  for change in ({"model.depth_layers": 1}, {"train.own_stream_swap": 0.1}, {"loss.answer_weight": 5.0},
+  for change in ({"model.depth_layers": 1}, {"train.own_stream_swap": 0.1}, {"train.own_stream_sampling": 0.2},
+                 {"loss.answer_weight": 5.0},
                  {"loss.pause_weight": 2.0}, {"loss.stop_weight": 2.0}):
     other = dataclasses.replace(CHAIN, model_overrides={**CHAIN.model_overrides, **change})
     for stage in ("corpus", "audio_codec", "video_codec", "tokens"):  # Transformer-only training fields too

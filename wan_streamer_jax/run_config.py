@@ -141,10 +141,16 @@ class TrainConfig:
   # clean ones (`packing.TokenWindow`). Free-running, the model reads its own samples, not the corpus':
   # the demo's answers hang on the exact tokens of its last unit of voice (README "The demo").
   own_stream_swap: float = 0.0
+  # Transformer: per training unit, the probability that its own voice, face and text inputs
+  # (the out slots) are the model's own argmax prediction of them, made one unit before by a no-gradient
+  # forward of the same step (`train/own_samples.py`, scheduled sampling); targets stay clean. +1 forward.
+  own_stream_sampling: float = 0.0
 
   def __post_init__(self):
     if not 0.0 <= self.own_stream_swap < 1.0:
       _fail("train.own_stream_swap", "a probability in [0, 1)", self.own_stream_swap)
+    if not 0.0 <= self.own_stream_sampling <= 1.0:
+      _fail("train.own_stream_sampling", "a probability in [0, 1]", self.own_stream_sampling)
     if self.batch_size < 1:
       _fail("train.batch_size", "an int >= 1", self.batch_size)
     if self.units_per_example < 2:

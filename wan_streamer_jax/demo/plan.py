@@ -102,7 +102,7 @@ class DemoPlan:
 
 
 # Fields of `TrainConfig` only the Transformer's training reads (not a codec stage's input).
-TRANSFORMER_ONLY_TRAIN_FIELDS = ("own_stream_swap",)
+TRANSFORMER_ONLY_TRAIN_FIELDS = ("own_stream_swap", "own_stream_sampling")
 
 # --quick: <= 10 minutes on 2 cores. Enough steps for every stage to run its real code and write
 # every output; far too few to learn the task (its table says so).

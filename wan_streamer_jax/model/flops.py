@@ -67,7 +67,9 @@ def forward_flops_per_token(cfg: Config, units: int) -> float:
 
 
 def train_flops_per_token(cfg: Config, units: int | None = None) -> float:
-  return 3 * forward_flops_per_token(cfg, units or cfg.train.units_per_example)
+  """Forward + backward (3 forwards), and one more forward under `train.own_stream_sampling`."""
+  passes = 3 + (cfg.train.own_stream_sampling > 0)
+  return passes * forward_flops_per_token(cfg, units or cfg.train.units_per_example)
 
 
 def streaming_flops_per_unit(cfg: Config, context_units: int) -> float:

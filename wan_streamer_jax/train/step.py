@@ -13,6 +13,7 @@ from wan_streamer_jax.config import Config
 from wan_streamer_jax.model.losses import next_unit_loss
 from wan_streamer_jax.parallel.rules import logical_to_spec
 from wan_streamer_jax.train.feed import BATCH_KEYS, batch_keys
+from wan_streamer_jax.train.own_samples import step_key, with_own_predictions
 from wan_streamer_jax.train.state import TrainState
 
 
@@ -34,11 +35,15 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   `batch`: dict of int32 `[batch, units * L]` arrays `tokens`, `segment_ids`,
   `unit_ids` (and `target_tokens`, `loss_marks`: `feed.batch_keys(cfg)`). Jitted with explicit in/out
   shardings from the rules table; the state argument is donated (rebind it: `state, m = step(state, batch)`).
+  With `train.own_stream_sampling > 0` the step first mixes the model's own predictions into the out-slot
+  inputs (`own_samples.with_own_predictions`, keyed by the optimizer step).
   """
   graphdef = ts.graphdef
 
   def step(state, batch):
     model, opt = nnx.merge(graphdef, state)
+    if cfg.train.own_stream_sampling > 0:  # scheduled sampling: a no-gradient forward picks the inputs
+      batch = with_own_predictions(cfg, model, batch, step_key(cfg, opt.step[...]))
 
     (_, metrics), grads = nnx.value_and_grad(lambda m: _loss(cfg, m, batch), has_aux=True)(model)
     metrics["grad_norm"] = optax.tree.norm(grads)
