@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import GROUPS, Config
+from wan_streamer_jax.config import Config
 
 OWN_GROUPS = schedule.OUT_GROUPS  # video_out, audio_out, text_out: what the model reads back when streaming
 
