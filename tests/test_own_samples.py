@@ -98,4 +98,5 @@ def test_each_step_draws_its_own_units():
   keys = [own_samples.step_key(CFG, s) for s in (0, 1)]
   draws = [np.asarray(jax.random.bernoulli(k, 0.5, (4, 16))) for k in keys]
   assert not np.array_equal(*draws)
-  np.testing.assert_array_equal(draws[0], np.asarray(jax.random.bernoulli(own_samples.step_key(CFG, 0), 0.5, (4, 16))))
+  again = jax.random.bernoulli(own_samples.step_key(CFG, 0), 0.5, (4, 16))
+  np.testing.assert_array_equal(draws[0], np.asarray(again))  # a resumed run draws the same units

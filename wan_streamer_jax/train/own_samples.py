@@ -83,9 +83,10 @@ def step_key(cfg: Config, step) -> jax.Array:
 def with_own_predictions(cfg: Config, model, batch: dict, key) -> dict:
   """The batch a train step learns from under `train.own_stream_sampling = p > 0`.
 
-  Runs `model` once on the clean batch (call it outside the differentiated function) and returns the batch with `tokens` mixed
-  (`mix_own_predictions`, each unit chosen with probability p) and `target_tokens` clean (the batch's
-  own, or a copy of its clean `tokens`), so the loss and the depth head stay teacher-forced.
+  Runs `model` once on the clean batch (call it outside the differentiated function) and returns the
+  batch with `tokens` mixed (`mix_own_predictions`, each unit chosen with probability p) and
+  `target_tokens` clean (the batch's own, or a copy of its clean `tokens`), so the loss and the depth
+  head stay teacher-forced.
   """
   layout = schedule.unit_layout(cfg)
   tokens = batch["tokens"]
