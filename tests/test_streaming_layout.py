@@ -54,3 +54,12 @@ def test_positions_and_shift_are_one_rule_for_numpy_and_jnp():
   assert (schedule.shift_units(x, 5, 7, axis=1) == 7).all() and schedule.shift_units(x, 0, 7, axis=1) is x
   mask = lay.vocab_mask("text")
   assert mask.shape == (384,) and mask.sum() == cfg.text.vocab_size
+
+
+def test_slice_in_kind_finds_each_group_among_its_kinds_slots():
+  lay = schedule.unit_layout(tiny_config())
+  slot_index = np.arange(lay.tokens_per_unit)[None]  # one unit: each slot holds its own index
+  for g in GROUPS:
+    kind_slots = lay.take_kind(slot_index, g.split("_")[0])[0]
+    sl = lay.group_slices[g]
+    np.testing.assert_array_equal(kind_slots[lay.slice_in_kind(g)], np.arange(sl.start, sl.stop))

@@ -112,6 +112,12 @@ class UnitLayout:
     s = self.group_slices[group]
     return s.stop - s.start
 
+  def slice_in_kind(self, group: str) -> slice:
+    """Where `group`'s slots sit among its kind's slots of one unit (the order `take_kind` gives them)."""
+    kind = group.split("_")[0]
+    start = sum(self.group_size(g) for g in GROUPS[:GROUPS.index(group)] if g.startswith(kind + "_"))
+    return slice(start, start + self.group_size(group))
+
   def describe(self) -> dict:
     return {g: self.group_size(g) for g in GROUPS}
 

@@ -35,7 +35,7 @@ from flax import nnx
 from wan_streamer_jax import schedule
 from wan_streamer_jax.codecs.audio_codec import AudioCodec
 from wan_streamer_jax.codecs.video_codec import VideoCodec
-from wan_streamer_jax.config import FRAMES_PER_UNIT, GROUPS, Config, TextConfig
+from wan_streamer_jax.config import FRAMES_PER_UNIT, Config, TextConfig
 from wan_streamer_jax.model.kv_cache import cache_units, init_cache, reset_rows
 from wan_streamer_jax.model.transformer import WanStreamer
 from wan_streamer_jax.streaming import checks
@@ -240,10 +240,7 @@ class StreamingEngine:
 
   def _out_group_logits(self, logits: dict, group: str):
     """The `[S, n_group, V]` logits of one out group (its kind's logits list in-groups first)."""
-    kind = group.split("_")[0]
-    start = sum(self.layout.group_size(g) for g in GROUPS if g.startswith(kind + "_") and
-                GROUPS.index(g) < GROUPS.index(group))
-    return logits[kind][:, start:start + self.layout.group_size(group)]
+    return logits[group.split("_")[0]][:, self.layout.slice_in_kind(group)]
 
   def step_fn(self, params: dict, state: StreamingState, inputs: dict, active, reset, forced_out=None,
               with_logits: bool = False):

@@ -30,20 +30,13 @@ def predicted_out_slots(layout: schedule.UnitLayout, logits: dict) -> dict:
   """
   out = {}
   for g in OWN_GROUPS:
-    size = layout.group_size(g)
-    if not size:
+    if not layout.group_size(g):
       continue
     kind = g.split("_")[0]
     ids = jnp.argmax(logits[kind], axis=-1).astype(jnp.int32)
     b = ids.shape[0]
     n_kind = sum(sl.stop - sl.start for sl in layout.kind_groups(kind))
-    ids = ids.reshape(b, -1, n_kind)
-    offset = 0
-    for sl in layout.kind_groups(kind):  # the kind's groups in unit order, as take_kind concatenates them
-      if sl == layout.group_slices[g]:
-        break
-      offset += sl.stop - sl.start
-    out[g] = ids[:, :, offset:offset + size]
+    out[g] = ids.reshape(b, -1, n_kind)[:, :, layout.slice_in_kind(g)]
   return out
 
 
