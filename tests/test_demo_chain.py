@@ -105,6 +105,14 @@ def test_every_stage_writes_finite_outputs(chain):
   assert os.path.exists(ev["report"]) and len(ev["timelines"]) == 2 * 3  # reference, codec, model rows
   assert all(os.path.getsize(p) > 1000 for p in ev["timelines"])
   assert set(ev["headline"]) == {"reference", "reference_codec", "model"}
+  with open(ev["task_probe"]["file"]) as f:  # the task read-out, teacher-forced and on the model's own streams
+    probe = json.load(f)
+  assert probe["fit_events"] > 0
+  for context in ("teacher_forced", "free_running"):
+    assert probe[context]["events"] == probe["teacher_forced"]["events"] > 0
+    assert 0.0 <= probe[context]["accuracy"] <= 1.0
+    assert ev["task_probe"][context]["accuracy"] == probe[context]["accuracy"]
+  assert "task read at the decision unit, free-running" in result["table"]
   s = r["stream"]
   assert s["units"] == 24 and np.isfinite(s["model_audio_rms"])
   with wave.open(s["files"]["wav"]) as w:

@@ -65,7 +65,7 @@ def run_demo(plan: DemoPlan, workdir: str, *, progress: bool = True, until: str 
                                           progress),
       "transformer": lambda: stages.run_transformer(plan, d["transformer"], d["tokens"], progress),
       "evaluate": lambda: stages.run_evaluate(plan, d["evaluate"], d["corpus"], d["transformer"],
-                                              d["audio_codec"], d["video_codec"], progress),
+                                              d["audio_codec"], d["video_codec"], d["tokens"], progress),
       "stream": lambda: stages.run_stream(plan, d["stream"], d["corpus"], d["transformer"], d["audio_codec"],
                                           d["video_codec"], progress),
   }
@@ -147,8 +147,12 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
             _fmt(t["answers"][k]["answer_accuracy"]) for k in ("colour", "arithmetic", "repeat"))
            if "answers" in t else ""))
   if "evaluate" in r:
+    probe = r["evaluate"].get("task_probe", {})
     row("evaluate", f"{r['evaluate']['dialogues']} held-out test dialogues; rows " +
-        ", ".join(r["evaluate"]["headline"]) + " (table below)")
+        ", ".join(r["evaluate"]["headline"]) + " (table below)" + "".join(
+            f"; task read at the decision unit, {context.replace('_', '-')}: {_fmt(p['accuracy'])} of "
+            f"{p['events']} (story pauses {_fmt(p['story_pause'])})"
+            for context, p in probe.items() if isinstance(p, dict) and p.get("events")))
   if "stream" in r:
     s = r["stream"]
     row("stream", f"{s['recording']}: {s['units']} units, step p50 {_fmt(s['latency'].get('step_ms_p50'))} ms "
@@ -168,6 +172,7 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
            "tokens": r.get("tokens", {}).get("token_dir"),
            "transformer run (checkpoints, metrics.jsonl, tb/)": r.get("transformer", {}).get("run_dir"),
            "evaluation report": r.get("evaluate", {}).get("report"),
+           "task probe (evaluation/task_probe.py)": r.get("evaluate", {}).get("task_probe", {}).get("file"),
            "timeline PNGs": os.path.dirname(r["evaluate"]["timelines"][0]) if r.get("evaluate", {}).get(
                "timelines") else None,
            "evaluated dialogues' stereo WAVs (user left, model right)": r.get("evaluate", {}).get("media_dir")}

@@ -54,6 +54,24 @@ def run_engine(engine, params, examples: list[dict], seeds: list[int]) -> dict:
   return streams.speech_aligned_text(outputs, engine.cfg.text.out_lead_units)
 
 
+def own_out_tokens(engine, params, examples: list[dict], seed: int = 0) -> dict:
+  """The model's own out tokens, free-running as in `evaluate`'s model row (same seeds, same draws).
+
+  Returns conversation id -> out group -> int32 `[units, group_size]` (the tokens the engine drew *of*
+  each unit and fed back as its next unit's out slots).
+  """
+  from wan_streamer_jax import schedule
+  sizes = [engine.layout.group_size(g) for g in schedule.OUT_GROUPS]
+  own = {}
+  for start in range(0, len(examples), engine.num_slots):
+    group = examples[start:start + engine.num_slots]
+    out = run_engine(engine, params, group, [seed * 100_003 + start + i for i in range(len(group))])
+    for s, ex in enumerate(group):
+      drawn = np.asarray(out["next_tokens"][:int(ex["num_units"]), s], np.int32)
+      own[conversation_id(ex)] = dict(zip(schedule.OUT_GROUPS, np.split(drawn, np.cumsum(sizes)[:-1], axis=1)))
+  return own
+
+
 def codec_round_trip(audio_codec, audio: np.ndarray, bucket_units: int = 32) -> np.ndarray:
   """float32 `[samples]` through the audio codec's encode + decode (the offline call).
 
@@ -136,8 +154,8 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
     os.makedirs(os.path.join(out_dir, "timelines"), exist_ok=True)
     for name, (_, sts) in rows.items():
       for ex, st in zip(examples, sts):
-        path = os.path.join(out_dir, "timelines", f"{_cid(ex)}_{name}.png")
-        plots.timeline_figure(ex, st, sr, settings, title=f"{_cid(ex)} [{name}]").savefig(path, dpi=90)
+        path = os.path.join(out_dir, "timelines", f"{conversation_id(ex)}_{name}.png")
+        plots.timeline_figure(ex, st, sr, settings, title=f"{conversation_id(ex)} [{name}]").savefig(path, dpi=90)
         plots.close_all()
         files["timelines"].append(path)
   if media:
@@ -159,7 +177,7 @@ def write_media(examples: list[dict], rows: dict[str, list], media_dir: str, sam
   paths = []
   for name, sts in rows.items():
     for ex, st in zip(examples, sts):
-      base = os.path.join(media_dir, f"{_cid(ex)}_{name}")
+      base = os.path.join(media_dir, f"{conversation_id(ex)}_{name}")
       writers.write_stereo_wav(base + "_stereo.wav", np.asarray(ex["user_audio"], np.float32), st.audio,
                                sample_rate)
       np.savez_compressed(base + "_streams.npz", **dataclasses.asdict(st))
@@ -171,7 +189,8 @@ def write_media(examples: list[dict], rows: dict[str, list], media_dir: str, sam
   return paths
 
 
-def _cid(ex: dict) -> str:
+def conversation_id(ex: dict) -> str:
+  """A corpus example's conversation id as str."""
   cid = ex["conversation_id"]
   return cid.decode() if isinstance(cid, bytes) else str(cid)
 

@@ -291,17 +291,25 @@ class WanStreamer(nnx.Module):
       segment_ids = jnp.ones((b, s), jnp.int32)
     if cache is not None:
       return self._decode(tokens, segment_ids, unit_ids, cache, return_hidden)
-    lay = self.layout.tile(s // L)
-    if unit_ids is None:
-      unit_ids = jnp.broadcast_to(jnp.asarray(lay.unit_index)[None], (b, s))
-    ids = {"q_unit": unit_ids, "q_segment": segment_ids, "kv_unit": unit_ids, "kv_segment": segment_ids}
-    metadata = self._metadata(unit_ids, unit_ids, segment_ids, segment_ids, self.attention_tiles())
-    x = self.embed_tokens(tokens)
-    x = self.run_blocks(x, self.rope(unit_ids), ids, metadata)
+    x = self.trunk(tokens, segment_ids, unit_ids)
     logits = {k: self.logits(x, k) for k in KINDS}
     if self.depth is not None:
       logits = self.merge_depth_logits(logits, self.depth_forward(x, tokens if depth_tokens is None else depth_tokens))
     return logits
+
+  def trunk(self, tokens, segment_ids=None, unit_ids=None):
+    """The teacher-forced trunk: float `[batch, units * L, d]`, every position's output of the last
+    block (before the final norm and the heads; what the heads and the depth head read).
+    Arguments as `__call__`'s without a cache."""
+    b, s = tokens.shape
+    L = self.layout.tokens_per_unit
+    if segment_ids is None:
+      segment_ids = jnp.ones((b, s), jnp.int32)
+    if unit_ids is None:
+      unit_ids = jnp.broadcast_to(jnp.asarray(self.layout.tile(s // L).unit_index)[None], (b, s))
+    ids = {"q_unit": unit_ids, "q_segment": segment_ids, "kv_unit": unit_ids, "kv_segment": segment_ids}
+    metadata = self._metadata(unit_ids, unit_ids, segment_ids, segment_ids, self.attention_tiles())
+    return self.run_blocks(self.embed_tokens(tokens), self.rope(unit_ids), ids, metadata)
 
   def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache, return_hidden: bool):
     b, s = tokens.shape
