@@ -28,6 +28,21 @@ def answer_byte_mask(heard: np.ndarray, answer: str) -> np.ndarray:
   return mask
 
 
+def bucketed(tokens: np.ndarray, tokens_per_unit: int, bucket_units: int = 32):
+  """One conversation's tokens int32 `[1, units * L]` padded to a multiple of `bucket_units` units with
+  segment 0 -> (tokens, segment_ids, unit_ids), each int32 `[1, padded * L]`: the forward never lets a
+  unit see later ones or another segment, so the real units' outputs are unchanged, and conversations
+  of many lengths share a few compiled shapes."""
+  L = tokens_per_unit
+  units = tokens.shape[1] // L
+  padded = -(-units // bucket_units) * bucket_units
+  t = np.zeros((1, padded * L), np.int32)
+  t[0, :units * L] = tokens[0]
+  seg = np.zeros_like(t)
+  seg[0, :units * L] = 1
+  return t, seg, np.repeat(np.arange(padded, dtype=np.int32), L)[None]
+
+
 def text_argmax(logits_fn, tokens: np.ndarray, layout, bucket_units: int = 32) -> np.ndarray:
   """int32 `[units * text slots per unit]`: the greedy text tokens of one whole conversation.
 
@@ -35,14 +50,8 @@ def text_argmax(logits_fn, tokens: np.ndarray, layout, bucket_units: int = 32) -
   forward never lets a unit see later ones or another segment, so the real units' logits are
   unchanged), so conversations of many lengths share a few compiled shapes.
   """
-  L = layout.tokens_per_unit
-  units = tokens.shape[1] // L
-  padded = -(-units // bucket_units) * bucket_units
-  t = np.zeros((1, padded * L), np.int32)
-  t[0, :units * L] = tokens[0]
-  seg = np.zeros_like(t)
-  seg[0, :units * L] = 1
-  uid = np.repeat(np.arange(padded, dtype=np.int32), L)[None]
+  units = tokens.shape[1] // layout.tokens_per_unit
+  t, seg, uid = bucketed(tokens, layout.tokens_per_unit, bucket_units)
   per_unit = int(np.asarray(layout.take_kind(layout.group[None], "text")).shape[1])
   return np.asarray(logits_fn(t, seg, uid)["text"]).argmax(-1)[0][:units * per_unit]
 

@@ -27,6 +27,7 @@ import numpy as np
 from data_pipelines.packing import window_tokens
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, Config
+from wan_streamer_jax.evaluation.hearing import bucketed
 
 
 def decision_events(metadata: dict | str | bytes, num_units: int) -> list[tuple[int, str]]:
@@ -71,13 +72,8 @@ def decision_states(trunk_fn, cfg: Config, ex: dict, units: list[int], own_out: 
     ex = dict(ex)
     for group, tokens in own_out.items():
       ex[group] = np.asarray(tokens).reshape(np.shape(ex[group]))
-  padded = -(-n // bucket_units) * bucket_units
-  tokens = np.zeros((1, padded * L), np.int32)
-  tokens[0, :n * L] = window_tokens(layout, ex, 0, n, cfg.text.out_lead_units)
-  segment = np.zeros_like(tokens)
-  segment[0, :n * L] = 1
-  unit_ids = np.repeat(np.arange(padded, dtype=np.int32), L)[None]
-  x = np.asarray(trunk_fn(tokens, segment, unit_ids), np.float32)[0]
+  tokens = window_tokens(layout, ex, 0, n, cfg.text.out_lead_units)[None]
+  x = np.asarray(trunk_fn(*bucketed(tokens, L, bucket_units)), np.float32)[0]
   slot = int(np.flatnonzero(np.asarray(layout.group) == GROUPS.index("text_out"))[0])
   return x[np.asarray(units, int) * L + slot]
 
