@@ -21,7 +21,7 @@ from launch import common
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/wan_demo", "Folder of every stage's outputs.")
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny settings: the whole chain in minutes, weak figures.")
 _UNTIL = flags.DEFINE_string("until", None, "Stop after this stage (corpus, audio_codec, video_codec, tokens, "
-                             "transformer, evaluate, stream).")
+                             "transformer, own_history, evaluate, stream).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show tqdm progress bars on stderr.")
 
 

@@ -16,7 +16,7 @@ import pytest
 from data_pipelines.token_data import TokenDataSource
 from wan_streamer_jax.config import ConfigError
 from wan_streamer_jax.demo.pipeline import STAGES, read_done, run_demo
-from wan_streamer_jax.demo.plan import QUICK, CodecRun
+from wan_streamer_jax.demo.plan import QUICK, CodecRun, OwnHistoryRun
 
 # ~165 CPU-seconds in all (seven stages, each compiling its own functions): the suite's longest test.
 pytestmark = pytest.mark.slow
@@ -29,6 +29,7 @@ CHAIN = dataclasses.replace(
     video_codec=CodecRun(num_steps=2, batch_size=8, units_per_example=2, log_every=1, checkpoint_every=0,
                          eval_windows=2, contrast_weight=12.0),
     transformer_steps=3, eval_dialogues=2, eval_slots=2, recognizer=False,
+    own_history=OwnHistoryRun(num_steps=2, rate=1.0, warmup_steps=1),
     model_overrides={"train.batch_size": 8, "train.log_every": 1})
 
 
@@ -101,6 +102,12 @@ def test_every_stage_writes_finite_outputs(chain):
   assert t["hearing"]["bytes"] > 0 and 0.0 <= t["hearing"]["byte_accuracy"] <= 1.0  # the hearing probe ran
   probed = [t["answers"][k] for k in ("colour", "arithmetic", "repeat")]  # so did the answer probe
   assert sum(p["answers"] for p in probed) > 0 and all(0.0 <= p["first_byte_accuracy"] <= 1.0 for p in probed)
+  own = r["own_history"]  # fine-tuned from the transformer's weights on its own rollouts: what is evaluated
+  assert own["steps"] == 2 and _finite(own["last_train"]) and _finite(own["validation"])
+  assert os.path.isdir(os.path.join(own["run_dir"], "checkpoints", "2"))
+  with open(os.path.join(own["run_dir"], "metrics.jsonl")) as f:
+    fed = [json.loads(line) for line in f if "own_history/units" in line]
+  assert fed and all(0.0 <= m["own_history/units"] <= 1.0 for m in fed)
   ev = r["evaluate"]
   assert os.path.exists(ev["report"]) and len(ev["timelines"]) == 2 * 3  # reference, codec, model rows
   assert all(os.path.getsize(p) > 1000 for p in ev["timelines"])
@@ -145,13 +152,22 @@ def test_a_finished_stage_of_another_plan_is_refused(chain):
 def test_a_model_change_keeps_the_corpus_codec_and_token_stages():
   """Only the Transformer and what reads it are redone when the model section changes."""
   for change in ({"model.depth_layers": 1}, {"train.own_stream_swap": 0.1}, {"train.own_stream_sampling": 0.2},
-                 {"loss.answer_weight": 5.0},
+                 {"train.own_history": 0.3}, {"loss.answer_weight": 5.0},
                  {"loss.pause_weight": 2.0}, {"loss.stop_weight": 2.0}):
     other = dataclasses.replace(CHAIN, model_overrides={**CHAIN.model_overrides, **change})
     for stage in ("corpus", "audio_codec", "video_codec", "tokens"):  # Transformer-only training fields too
       assert other.fingerprint(stage) == CHAIN.fingerprint(stage), (change, stage)
     for stage in ("transformer", "evaluate", "stream"):
       assert other.fingerprint(stage) != CHAIN.fingerprint(stage), (change, stage)
+  # the own-history fine-tune's schedule reaches it and what reads the model, not the trained Transformer;
+  # without the stage the evaluation reads the Transformer
+  for other in (dataclasses.replace(CHAIN, own_history=dataclasses.replace(CHAIN.own_history, rate=0.5)),
+                dataclasses.replace(CHAIN, own_history=None)):
+    assert other.fingerprint("transformer") == CHAIN.fingerprint("transformer")
+    for stage in ("evaluate", "stream"):
+      assert other.fingerprint(stage) != CHAIN.fingerprint(stage), (other.own_history, stage)
+  assert CHAIN.model_stage() == "own_history" and dataclasses.replace(CHAIN, own_history=None).model_stage() == \
+      "transformer"
   # a codec schedule change does reach the codec and everything after it
   slower = dataclasses.replace(CHAIN, audio_codec=dataclasses.replace(CHAIN.audio_codec, learning_rate=1e-4))
   assert slower.fingerprint("corpus") == CHAIN.fingerprint("corpus")

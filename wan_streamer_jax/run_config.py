@@ -145,8 +145,18 @@ class TrainConfig:
   # (the out slots) are the model's own argmax prediction of them, made one unit before by a no-gradient
   # forward of the same step (`train/own_samples.py`, scheduled sampling); targets stay clean. +1 forward.
   own_stream_sampling: float = 0.0
+  # Transformer: the probability that a row's out slots, outside the recording's own turns, are the
+  # model's own free-running draws: each step first rolls the model out over its window without a
+  # gradient, as the streaming engine does (`train/own_history.py`, DAgger); targets stay clean.
+  # +1 forward (in decode steps).
+  own_history: float = 0.0
 
   def __post_init__(self):
+    if not 0.0 <= self.own_history <= 1.0:
+      _fail("train.own_history", "a probability in [0, 1]", self.own_history)
+    if self.own_history > 0 and self.own_stream_sampling > 0:
+      _fail("train.own_history", "0 while train.own_stream_sampling > 0 (one source of own inputs at a time)",
+            self.own_history)
     if not 0.0 <= self.own_stream_swap < 1.0:
       _fail("train.own_stream_swap", "a probability in [0, 1)", self.own_stream_swap)
     if not 0.0 <= self.own_stream_sampling <= 1.0:

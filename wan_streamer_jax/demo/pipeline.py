@@ -7,6 +7,8 @@ holding the stage's fingerprint (`DemoPlan.fingerprint`), its result and its tim
 
   corpus/        TFDS ArrayRecord corpus          audio_codec/, video_codec/   codec runs (Orbax, TB, eval.json)
   tokens/        token shards + manifest.json     transformer/                 Transformer run (Orbax, TB, metrics)
+  own_history/   the Transformer fine-tuned on its own free-running streams (when the plan has the stage;
+                 the evaluation and the stream then run this model)
   evaluate/      report.json, timelines/*.png     stream/                      stereo WAV, MP4, transcript, latency
 
 A finished stage is skipped; an unfinished one is re-run and resumes from what
@@ -26,7 +28,7 @@ from wan_streamer_jax.demo import stages
 from wan_streamer_jax.demo.plan import DemoPlan
 from wan_streamer_jax.evaluation import report
 
-STAGES = ("corpus", "audio_codec", "video_codec", "tokens", "transformer", "evaluate", "stream")
+STAGES = ("corpus", "audio_codec", "video_codec", "tokens", "transformer", "own_history", "evaluate", "stream")
 
 
 def _say(msg: str) -> None:
@@ -64,13 +66,20 @@ def run_demo(plan: DemoPlan, workdir: str, *, progress: bool = True, until: str 
       "tokens": lambda: stages.run_tokens(plan, d["tokens"], d["corpus"], d["audio_codec"], d["video_codec"],
                                           progress),
       "transformer": lambda: stages.run_transformer(plan, d["transformer"], d["tokens"], progress),
-      "evaluate": lambda: stages.run_evaluate(plan, d["evaluate"], d["corpus"], d["transformer"],
+      "own_history": lambda: stages.run_transformer(plan, d["own_history"], d["tokens"], progress,
+                                                    init_from=d["transformer"]),
+      "evaluate": lambda: stages.run_evaluate(plan, d["evaluate"], d["corpus"], d[plan.model_stage()],
                                               d["audio_codec"], d["video_codec"], d["tokens"], progress),
-      "stream": lambda: stages.run_stream(plan, d["stream"], d["corpus"], d["transformer"], d["audio_codec"],
-                                          d["video_codec"], progress),
+      "stream": lambda: stages.run_stream(plan, d["stream"], d["corpus"], d[plan.model_stage()],
+                                          d["audio_codec"], d["video_codec"], progress),
   }
   results, skipped, t_all = {}, [], time.time()
   for i, name in enumerate(STAGES):
+    if name == "own_history" and plan.own_history is None:
+      _say(f"[{i + 1}/{len(STAGES)}] {name}: not in plan '{plan.name}'")
+      if name == until:
+        break
+      continue
     fp = plan.fingerprint(name)
     done = read_done(d[name])
     if done is not None and done.get("fingerprint") != fp:
@@ -135,9 +144,11 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
           isinstance(v, (int, float))))
   if "tokens" in r:
     row("tokens", ", ".join(f"{k} {v}" for k, v in r["tokens"]["conversations"].items()) + " conversations")
-  if "transformer" in r:
-    t = r["transformer"]
-    row("transformer", f"{t['steps']} steps; train loss {_fmt(t['first_train'].get('loss'))} -> "
+  for stage in ("transformer", "own_history"):
+    if stage not in r:
+      continue
+    t = r[stage]
+    row(stage, f"{t['steps']} steps; train loss {_fmt(t['first_train'].get('loss'))} -> "
         f"{_fmt(t['last_train'].get('loss'))}; validation loss {_fmt(t['validation'].get('loss'))} (text_out "
         f"{_fmt(t['validation'].get('loss/text_out'))}, audio_out {_fmt(t['validation'].get('loss/audio_out'))}, "
         f"video_out {_fmt(t['validation'].get('loss/video_out'))}, text_in {_fmt(t['validation'].get('loss/text_in'))})"
@@ -171,6 +182,7 @@ def headline_table(plan: DemoPlan, results: dict, workdir: str) -> str:
            "video codec (samples/ WAV or PNG, tb/, eval.json)": r.get("video_codec", {}).get("run_dir"),
            "tokens": r.get("tokens", {}).get("token_dir"),
            "transformer run (checkpoints, metrics.jsonl, tb/)": r.get("transformer", {}).get("run_dir"),
+           "own-history fine-tune (the evaluated model)": r.get("own_history", {}).get("run_dir"),
            "evaluation report": r.get("evaluate", {}).get("report"),
            "task probe (evaluation/task_probe.py)": r.get("evaluate", {}).get("task_probe", {}).get("file"),
            "timeline PNGs": os.path.dirname(r["evaluate"]["timelines"][0]) if r.get("evaluate", {}).get(

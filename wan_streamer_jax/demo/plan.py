@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 
-from wan_streamer_jax.config import Config, load_config
+from wan_streamer_jax.config import Config, ConfigError, load_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,19 @@ class CodecRun:
   checkpoint_every: int = 500
   eval_windows: int = 64
   contrast_weight: float = 0.0  # video: `codec_train.contrast_weight`
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnHistoryRun:
+  """The `own_history` stage: the trained Transformer fine-tuned on its own free-running streams
+  (`train.own_history`, `train/own_history.py`): weights from the `transformer` stage, a fresh
+  optimizer, `num_steps` steps warming up to `learning_rate` and decaying over the run, the data
+  drawn with `train.seed + 1` (other windows than the first steps of the main run)."""
+
+  num_steps: int
+  rate: float = 0.5  # `train.own_history`: the share of rows fed their rollout
+  learning_rate: float = 5e-4
+  warmup_steps: int = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +65,27 @@ class DemoPlan:
   stream_max_units: int | None = None  # stream only the dialogue's first units (None: all of it)
   weak: bool = False  # the figures are not meant to show learning (quick runs)
   model_overrides: dict = dataclasses.field(default_factory=dict)  # dotted config overrides
+  own_history: OwnHistoryRun | None = None  # None: no `own_history` stage (the Transformer as trained)
 
   def model_config(self) -> Config:
     cfg = load_config(self.config, dict(self.model_overrides))
     return cfg.replace(train={"num_steps": self.transformer_steps})
+
+  def own_history_config(self) -> Config:
+    """The `own_history` stage's run config (the model config with its schedule)."""
+    run, cfg = self.own_history, self.model_config()
+    if run is None:
+      raise ConfigError(f"plan {self.name!r} has no own_history stage")
+    return cfg.replace(
+        train={"num_steps": run.num_steps, "own_history": run.rate, "own_stream_sampling": 0.0,
+               "seed": cfg.train.seed + 1, "eval_every": max(1, run.num_steps // 2),
+               "checkpoint_every": max(1, run.num_steps // 4)},
+        optimizer={"learning_rate": run.learning_rate, "warmup_steps": run.warmup_steps,
+                   "decay_steps": run.num_steps})
+
+  def model_stage(self) -> str:
+    """The stage whose Transformer the evaluation and the stream run."""
+    return "transformer" if self.own_history is None else "own_history"
 
   def codec_run_config(self, kind: str) -> Config:
     """The model config's codec, trained with this plan's `kind` schedule."""
@@ -89,12 +119,14 @@ class DemoPlan:
     video = {"corpus": corpus, "config": codec("video")}
     tokens = {"corpus": corpus, "audio": audio, "video": video}
     model = {"tokens": tokens, "config": self.model_config().to_dict()}
-    evaluation = {"model": model, "dialogues": self.eval_dialogues, "slots": self.eval_slots,
+    own = None if self.own_history is None else {"model": model, "config": self.own_history_config().to_dict()}
+    final = model if own is None else own
+    evaluation = {"model": final, "dialogues": self.eval_dialogues, "slots": self.eval_slots,
                   "recognizer": self.recognizer, "mp4": self.eval_mp4}
-    stream = {"model": model, "split": self.stream_split, "index": self.stream_index,
+    stream = {"model": final, "split": self.stream_split, "index": self.stream_index,
               "max_units": self.stream_max_units}
     return {"corpus": corpus, "audio_codec": audio, "video_codec": video, "tokens": tokens,
-            "transformer": model, "evaluate": evaluation, "stream": stream}[stage]
+            "transformer": model, "own_history": own, "evaluate": evaluation, "stream": stream}[stage]
 
   def fingerprint(self, stage: str) -> str:
     text = json.dumps(self.stage_inputs(stage), sort_keys=True, default=str)
@@ -102,7 +134,7 @@ class DemoPlan:
 
 
 # Fields of `TrainConfig` only the Transformer's training reads (not a codec stage's input).
-TRANSFORMER_ONLY_TRAIN_FIELDS = ("own_stream_swap", "own_stream_sampling")
+TRANSFORMER_ONLY_TRAIN_FIELDS = ("own_stream_swap", "own_stream_sampling", "own_history")
 
 # --quick: <= 10 minutes on 2 cores. Enough steps for every stage to run its real code and write
 # every output; far too few to learn the task (its table says so).
@@ -113,7 +145,8 @@ QUICK = DemoPlan(
                          checkpoint_every=30, eval_windows=8),
     video_codec=CodecRun(num_steps=60, batch_size=8, units_per_example=4, learning_rate=2e-3, log_every=10,
                          checkpoint_every=30, eval_windows=8, contrast_weight=12.0),
-    transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True)
+    transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True,
+    own_history=OwnHistoryRun(num_steps=20, rate=0.5, warmup_steps=5))
 
 # The documented run (<= 2 hours on 2 CPU cores; see the README's "The demo" for the measured per-step
 # times this schedule is planned from).
@@ -124,6 +157,9 @@ DOCUMENTED = DemoPlan(
                          checkpoint_every=500),
     video_codec=CodecRun(num_steps=1200, batch_size=8, units_per_example=6, learning_rate=2e-3,
                          checkpoint_every=300, contrast_weight=12.0),
-    transformer_steps=3000, eval_dialogues=50, eval_slots=8)  # every test dialogue (runs 1-10: the first 32)
+    transformer_steps=3000, eval_dialogues=50, eval_slots=8,  # every test dialogue (runs 1-10: the first 32)
+    # run 11: run 8 + 800 steps on its own rollouts (half the rows), chosen on the validation split over
+    # 800 plain steps and over 400 steps with every row (README "Run 11")
+    own_history=OwnHistoryRun(num_steps=800, rate=0.5))
 
 PLANS = {"quick": QUICK, "documented": DOCUMENTED}

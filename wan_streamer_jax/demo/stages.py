@@ -8,6 +8,7 @@ result; `wan_streamer_jax/demo/pipeline.py` decides what to skip.
   *_codec      codecs.train_task.codec_task + train.loop.train (Orbax; resumes mid-run)
   tokens       data_pipelines.token_data.write_split (checksummed shards; resumes per shard)
   transformer  train.transformer_task + train.loop.train (resumes mid-run)
+  own_history  the same from the transformer's weights, on its own free-running streams (train/own_history.py)
   evaluate     evaluation.runner.evaluate (report.json, timeline PNGs)
   stream       streaming.driver.drive_recording + StreamRecorder.write (stereo WAV, MP4, transcript)
 """
@@ -93,18 +94,21 @@ def _last_record(metrics_path: str, split: str) -> dict:
   return last
 
 
-def run_transformer(plan: DemoPlan, stage_dir: str, token_dir: str, progress: bool = True) -> dict:
+def run_transformer(plan: DemoPlan, stage_dir: str, token_dir: str, progress: bool = True, *,
+                    init_from: str | None = None) -> dict:
+  """The `transformer` stage; with `init_from` (the transformer stage's dir) the `own_history` stage:
+  `plan.own_history_config()` from those weights."""
   from data_pipelines import token_data
   from wan_streamer_jax.parallel.mesh import make_mesh
   from wan_streamer_jax.train import loop
   from wan_streamer_jax.train.transformer_task import transformer_task
-  cfg = plan.model_config()
+  cfg = plan.model_config() if init_from is None else plan.own_history_config()
   token_data.check_tokens_fit(token_dir, cfg)
   mesh = make_mesh(cfg.mesh, batch_size=cfg.train.batch_size)
   task = transformer_task(cfg, mesh, source=token_data.TokenDataSource(token_dir, "train"),
                           eval_source=token_data.TokenDataSource(token_dir, "validation"),
                           data_info={"source": "tokens", "token_dir": token_dir, "split": "train"})
-  summary = loop.train(task, workdir=stage_dir, progress=progress)
+  summary = loop.train(task, workdir=stage_dir, init_from=init_from, progress=progress)
   if summary.stopped:
     raise Interrupted(f"Transformer stopped at step {summary.end_step}")
   first = next((r for r in summary.history if r.get("step") == 0), None)

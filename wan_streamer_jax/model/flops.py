@@ -67,8 +67,9 @@ def forward_flops_per_token(cfg: Config, units: int) -> float:
 
 
 def train_flops_per_token(cfg: Config, units: int | None = None) -> float:
-  """Forward + backward (3 forwards), and one more forward under `train.own_stream_sampling`."""
-  passes = 3 + (cfg.train.own_stream_sampling > 0)
+  """Forward + backward (3 forwards), and one more forward under `train.own_stream_sampling` or
+  `train.own_history` (its rollout; the depth head's slot-by-slot draws counted as its forward)."""
+  passes = 3 + (cfg.train.own_stream_sampling > 0) + (cfg.train.own_history > 0)
   return passes * forward_flops_per_token(cfg, units or cfg.train.units_per_example)
 
 

@@ -40,7 +40,7 @@ from wan_streamer_jax.model.kv_cache import cache_units, init_cache, reset_rows
 from wan_streamer_jax.model.transformer import WanStreamer
 from wan_streamer_jax.streaming import checks
 from wan_streamer_jax.streaming import state as state_lib
-from wan_streamer_jax.streaming.sampling import SamplingConfig, sample, seed_keys, split_keys
+from wan_streamer_jax.streaming.sampling import SamplingConfig, draw_out_groups, seed_keys, split_keys
 from wan_streamer_jax.streaming.state import StreamingState, select_rows
 
 TURN_SILENT, TURN_SPEAKING, TURN_YIELDED = 0, 1, 2
@@ -238,10 +238,6 @@ class StreamingEngine:
   def _model(self, flat: dict) -> WanStreamer:
     return nnx.merge(self._graphdef, jax.tree.unflatten(self._model_treedef, [flat[k] for k in self._model_keys]))
 
-  def _out_group_logits(self, logits: dict, group: str):
-    """The `[S, n_group, V]` logits of one out group (its kind's logits list in-groups first)."""
-    return logits[group.split("_")[0]][:, self.layout.slice_in_kind(group)]
-
   def step_fn(self, params: dict, state: StreamingState, inputs: dict, active, reset, forced_out=None,
               with_logits: bool = False):
     """The pure step (see the module docstring). Shapes: `input_spec()`, `output_spec()`.
@@ -283,14 +279,8 @@ class StreamingEngine:
     keys = dict(zip(schedule.OUT_GROUPS, keys))
     forced = None if forced_out is None else dict(zip(schedule.OUT_GROUPS,
                                                       jnp.split(forced_out.astype(jnp.int32), splits, axis=1)))
-    sampled = {}
-    if model.depth is not None:  # text_out, audio_out: slot by slot (forced ones fed back as recorded)
-      draw = lambda lg, key, kind: sample(lg, key, *self.sampling.for_kind(kind))  # noqa: E731
-      sampled, depth_logits = model.depth_decode(hidden, keys, draw, forced)
-      logits = model.merge_depth_logits(logits, depth_logits)
-    for g in schedule.OUT_GROUPS:
-      if g not in sampled:
-        sampled[g] = sample(self._out_group_logits(logits, g), keys[g], *self.sampling.for_kind(g.split("_")[0]))
+    # text_out, audio_out slot by slot through the depth head (forced ones fed back as recorded)
+    sampled, logits = draw_out_groups(model, lay, logits, hidden, keys, self.sampling, forced)
     next_tokens = jnp.concatenate([sampled[g] for g in schedule.OUT_GROUPS], axis=1)  # [S, n_out]
     out_stream = next_tokens if forced_out is None else forced_out.astype(jnp.int32)
     emitted = dict(zip(schedule.OUT_GROUPS, jnp.split(out_stream, splits, axis=1)))

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from wan_streamer_jax import schedule
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
@@ -93,3 +95,24 @@ def split_keys(keys, num: int):
 def seed_keys(seeds):
   """int32 `[streams]` seeds -> uint32 `[streams, 2]` keys (threefry raw key data)."""
   return jax.vmap(jax.random.PRNGKey)(seeds)
+
+
+def draw_out_groups(model, layout, logits: dict, hidden, keys: dict, sampling: SamplingConfig, forced=None):
+  """Draws the model's next unit: every out group's tokens from one decode step's outputs.
+
+  Text and audio go slot by slot through the depth head when the model has one (`forced` tokens,
+  group -> int32 `[n, n_group]`, are fed back instead of the draws), the other groups in parallel.
+  Args: `logits` kind -> float32 `[n, n_kind, V_pad]` and `hidden` `[n, L, d]` of `model(..., cache=...,
+  return_hidden=True)`; `keys` out group -> uint32 `[n, 2]`.
+  Returns (out group -> int32 `[n, n_group]` the draws, the logits with the depth head's merged in).
+  """
+  sampled = {}
+  if model.depth is not None:
+    draw = lambda lg, key, kind: sample(lg, key, *sampling.for_kind(kind))  # noqa: E731
+    sampled, depth_logits = model.depth_decode(hidden, keys, draw, forced)
+    logits = model.merge_depth_logits(logits, depth_logits)
+  for g in schedule.OUT_GROUPS:
+    if g not in sampled:
+      kind = g.split("_")[0]
+      sampled[g] = sample(logits[kind][:, layout.slice_in_kind(g)], keys[g], *sampling.for_kind(kind))
+  return sampled, logits

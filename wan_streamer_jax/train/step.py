@@ -13,6 +13,7 @@ from wan_streamer_jax.config import Config
 from wan_streamer_jax.model.losses import next_unit_loss
 from wan_streamer_jax.parallel.rules import logical_to_spec
 from wan_streamer_jax.train.feed import BATCH_KEYS, batch_keys
+from wan_streamer_jax.train.own_history import with_own_history
 from wan_streamer_jax.train.own_samples import step_key, with_own_predictions
 from wan_streamer_jax.train.state import TrainState
 
@@ -36,7 +37,8 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   `unit_ids` (and `target_tokens`, `loss_marks`: `feed.batch_keys(cfg)`). Jitted with explicit in/out
   shardings from the rules table; the state argument is donated (rebind it: `state, m = step(state, batch)`).
   With `train.own_stream_sampling > 0` the step first mixes the model's own predictions into the out-slot
-  inputs (`own_samples.with_own_predictions`, keyed by the optimizer step).
+  inputs (`own_samples.with_own_predictions`, keyed by the optimizer step); with `train.own_history > 0`
+  it first rolls the model out over the window and feeds it its own draws (`own_history.with_own_history`).
   """
   graphdef = ts.graphdef
 
@@ -44,8 +46,12 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
     model, opt = nnx.merge(graphdef, state)
     if cfg.train.own_stream_sampling > 0:  # scheduled sampling: a no-gradient forward picks the inputs
       batch = with_own_predictions(cfg, model, batch, step_key(cfg, opt.step[...]))
+    own = {}
+    if cfg.train.own_history > 0:  # a no-gradient rollout of the window picks the inputs
+      batch, own = with_own_history(cfg, model, batch, jax.random.fold_in(step_key(cfg, opt.step[...]), 1))
 
     (_, metrics), grads = nnx.value_and_grad(lambda m: _loss(cfg, m, batch), has_aux=True)(model)
+    metrics.update(own)
     metrics["grad_norm"] = optax.tree.norm(grads)
     opt.update(model, grads)
     return nnx.state((model, opt)), metrics
