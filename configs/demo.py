@@ -75,7 +75,9 @@ def get_config():
       # own_stream_sampling stays 0: run 9 (0.25, its own predictions as inputs) did not change the
       # validation behaviour (README "Run 9 fed the model its own predictions") and costs one more forward;
       # own_stream_swap stays 0: run 10 (0.25) heard better, its behaviour moved within the runs' spread
-      # (validation pauses better, test pauses worse: README "Run 10")
+      # (validation pauses better, test pauses worse: README "Run 10"); own_history stays 0 here: the demo
+      # plan's own_history stage fine-tunes this run on its own rollouts afterwards (run 11,
+      # `wan_streamer_jax/demo/plan.py` DOCUMENTED.own_history)
       train=TrainConfig(batch_size=4, units_per_example=SINK_UNITS + WINDOW_UNITS + 8, num_steps=3000,
                         log_every=25, eval_every=500, checkpoint_every=250, checkpoints_to_keep=2),
   ))

@@ -1,7 +1,7 @@
 """What a demo run does at each stage: the `DemoPlan` (sizes, steps) and its two presets.
 
     plan = QUICK          # python -m launch.demo --quick: the whole chain in minutes, weak figures
-    plan = DOCUMENTED     # python -m launch.demo: the documented run (about 2 hours on 2 CPU cores)
+    plan = DOCUMENTED     # python -m launch.demo: the documented run (about 2.5 hours on 2 CPU cores)
 
 A plan names a shipped model config (`configs/demo.py`, `configs/demo_tiny.py`)
 and the schedule of every stage. The codec run configs are the model config's
@@ -148,8 +148,8 @@ QUICK = DemoPlan(
     transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True,
     own_history=OwnHistoryRun(num_steps=20, rate=0.5, warmup_steps=5))
 
-# The documented run (<= 2 hours on 2 CPU cores; see the README's "The demo" for the measured per-step
-# times this schedule is planned from).
+# The documented run (about 2 h of stages + 31 min of own_history on 2 CPU cores; see the README's
+# "The demo" for the measured per-step times this schedule is planned from).
 DOCUMENTED = DemoPlan(
     name="documented", config="demo", corpus_size="small",
     corpus_counts={"train": 1000, "validation": 50, "test": 50},
