@@ -59,3 +59,23 @@ def read_metrics(workdir, split: str = "train") -> dict:
       if rec.get("split") == split:
         out[rec["step"]] = rec
   return out
+
+
+def train_losses(cfg: Config, batch: dict, runs: int = 1, steps: int = 2) -> tuple[list, dict]:
+  """Losses of `steps` train steps from the same fresh state (one device), `runs` times with one compiled
+  step, and the last step's metrics."""
+  import jax
+  from wan_streamer_jax.config import MeshConfig
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.train.state import create_train_state
+  from wan_streamer_jax.train.step import make_train_step
+  mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+  step, out, metrics = None, [], {}
+  for _ in range(runs):
+    ts = create_train_state(cfg, mesh, seed=0)
+    step, state, losses = step or make_train_step(cfg, ts, mesh), ts.state, []
+    for _ in range(steps):
+      state, metrics = step(state, batch)
+      losses.append(float(metrics["loss"]))
+    out.append(losses)
+  return out, metrics

@@ -6,16 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import random_batch, tiny_config
+from tests.helpers import random_batch, tiny_config, train_losses
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import GROUPS, ConfigError, MeshConfig, TextConfig
+from wan_streamer_jax.config import GROUPS, ConfigError, TextConfig
 from wan_streamer_jax.model import flops
 from wan_streamer_jax.model.transformer import create_model
-from wan_streamer_jax.parallel.mesh import make_mesh
 from wan_streamer_jax.streaming.sampling import SamplingConfig
 from wan_streamer_jax.train import own_history, own_samples
-from wan_streamer_jax.train.state import create_train_state
-from wan_streamer_jax.train.step import make_train_step
 
 # a depth head and a window shorter than the rows, so the rollout's ring cache wraps
 CFG = tiny_config(**{"model.attention_impl": "xla", "model.depth_layers": 1, "model.window_units": 4,
@@ -69,27 +66,14 @@ def test_turn_units_are_the_recordings_replies_with_a_margin_not_its_backchannel
   np.testing.assert_array_equal(got, want)
 
 
-def _losses(cfg, batch, runs=1, steps=2):
-  mesh = make_mesh(MeshConfig(), jax.devices()[:1])
-  step, out, metrics = None, [], None
-  for _ in range(runs):
-    ts = create_train_state(cfg, mesh, seed=0)
-    step, state, losses = step or make_train_step(cfg, ts, mesh), ts.state, []
-    for _ in range(steps):
-      state, metrics = step(state, batch)
-      losses.append(float(metrics["loss"]))
-    out.append(losses)
-  return out, metrics
-
-
 def test_an_own_history_step_learns_from_its_rollout_and_is_reproducible():
   cfg = CFG.replace(model={"num_layers": 1})
   batch = random_batch(cfg, cfg.train.batch_size, cfg.train.units_per_example, seed=2)
   tokens = np.array(batch["tokens"]).reshape(cfg.train.batch_size, -1, L)
   tokens[:, :, LAYOUT.group_slices["text_out"]] = TextConfig.PAD  # a recording that only listens
   quiet = {**batch, "tokens": jnp.asarray(tokens.reshape(cfg.train.batch_size, -1))}
-  (clean,), _ = _losses(cfg, quiet)
-  (own, again), m = _losses(cfg.replace(train={"own_history": 1.0}), quiet, runs=2)
+  (clean,), _ = train_losses(cfg, quiet)
+  (own, again), m = train_losses(cfg.replace(train={"own_history": 1.0}), quiet, runs=2)
   assert float(m["own_history/units"]) == 1.0 and float(m["own_history/changed"]) > 0.5
   assert np.isfinite(own).all() and own == again  # the rollout is keyed by the optimizer step
   assert own[0] != clean[0]  # the step learned from the rollout's inputs, not the recording's

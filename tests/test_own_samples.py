@@ -5,14 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import random_batch, tiny_config
+from tests.helpers import random_batch, tiny_config, train_losses
 from wan_streamer_jax import schedule
-from wan_streamer_jax.config import GROUPS, KINDS, ConfigError, MeshConfig
+from wan_streamer_jax.config import GROUPS, KINDS, ConfigError
 from wan_streamer_jax.model import flops
-from wan_streamer_jax.parallel.mesh import make_mesh
 from wan_streamer_jax.train import own_samples
-from wan_streamer_jax.train.state import create_train_state
-from wan_streamer_jax.train.step import make_train_step
 
 CFG = tiny_config(**{"model.attention_impl": "xla"})
 LAYOUT = schedule.unit_layout(CFG)
@@ -69,28 +66,14 @@ def test_sampling_costs_one_more_forward():
   assert flops.train_flops_per_token(on) == pytest.approx(4 / 3 * flops.train_flops_per_token(CFG))
 
 
-def _losses(cfg, batch, runs=1, steps=2):
-  """Losses of `steps` train steps from the same fresh state, `runs` times with one compiled step."""
-  mesh = make_mesh(MeshConfig(), jax.devices()[:1])
-  step, out = None, []
-  for _ in range(runs):
-    ts = create_train_state(cfg, mesh, seed=0)
-    step, state, losses = step or make_train_step(cfg, ts, mesh), ts.state, []
-    for _ in range(steps):
-      state, m = step(state, batch)
-      losses.append(float(m["loss"]))
-    out.append(losses)
-  return out
-
-
 def test_a_sampling_step_learns_from_mixed_inputs_and_is_reproducible():
   cfg = CFG.replace(model={"num_layers": 1})
   batch = random_batch(cfg, cfg.train.batch_size, cfg.train.units_per_example, seed=2)
-  (base,) = _losses(cfg, batch)
-  first, again = _losses(cfg.replace(train={"own_stream_sampling": 1.0}), batch, runs=2)
+  (base,), _ = train_losses(cfg, batch)
+  (first, again), _ = train_losses(cfg.replace(train={"own_stream_sampling": 1.0}), batch, runs=2)
   assert np.isfinite(first).all() and first == again  # the draws are keyed by the optimizer step
   assert first[0] != base[0]  # every unit after the first reads the model's prediction, not the corpus'
-  (none,) = _losses(cfg.replace(train={"own_stream_sampling": 1e-9}), batch)  # draws no unit: the clean step
+  (none,), _ = train_losses(cfg.replace(train={"own_stream_sampling": 1e-9}), batch)  # draws no unit: the clean step
   np.testing.assert_allclose(none, base, rtol=1e-6)
 
 

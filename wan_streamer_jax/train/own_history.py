@@ -32,6 +32,7 @@ from jax import lax
 from wan_streamer_jax import schedule
 from wan_streamer_jax.config import Config, TextConfig
 from wan_streamer_jax.streaming.sampling import SamplingConfig, draw_out_groups, split_keys
+from wan_streamer_jax.train.own_samples import units_fed
 
 TURN_MIN_BYTES = 8  # a backchannel ("mhm.", "I see.") has at most 7 text bytes, a turn's reply >= 4 words
 TURN_MARGIN_UNITS = 4  # units on each side of a turn's bytes that stay recorded (0.64 s)
@@ -72,9 +73,7 @@ def rollout(cfg: Config, model, tokens, segment_ids, unit_ids, use_own, keys,
   L = layout.tokens_per_unit
   b, s = tokens.shape
   u = s // L
-  _, valid = schedule.next_unit_targets(tokens, segment_ids, L, unit_ids)
-  had_prediction = valid.reshape(b, u, L)[:, :-1, 0]  # unit t drew unit t + 1 (same segment, next id)
-  take = jnp.concatenate([jnp.zeros((b, 1), bool), had_prediction & use_own[:, 1:]], axis=1)
+  take = units_fed(layout, tokens, segment_ids, unit_ids, use_own)
   groups = [g for g in schedule.OUT_GROUPS if layout.group_size(g)]
   m = cfg.model
   cache = model.init_cache(b, None if m.window_units is not None else max(u, m.sink_units + 1))

@@ -40,6 +40,17 @@ def predicted_out_slots(layout: schedule.UnitLayout, logits: dict) -> dict:
   return out
 
 
+def units_fed(layout: schedule.UnitLayout, tokens, segment_ids, unit_ids, chosen):
+  """bool `[batch, units]`: the chosen units whose previous unit is their predecessor (same segment,
+  the previous unit id), so something drew their out slots one unit before; never unit 0 of a segment,
+  the first unit after the sinks' gap or padding. `chosen`: bool `[batch, units]`."""
+  L = layout.tokens_per_unit
+  b, s = tokens.shape
+  _, valid = schedule.next_unit_targets(tokens, segment_ids, L, unit_ids)
+  had_prediction = valid.reshape(b, s // L, L)[:, :-1, 0]  # unit t predicted unit t + 1
+  return jnp.concatenate([jnp.zeros((b, 1), bool), had_prediction & chosen[:, 1:]], axis=1)
+
+
 def mix_own_predictions(layout: schedule.UnitLayout, tokens, predicted: dict, segment_ids, unit_ids, chosen):
   """Replaces the out slots of the chosen units with the model's prediction of them.
 
@@ -57,9 +68,7 @@ def mix_own_predictions(layout: schedule.UnitLayout, tokens, predicted: dict, se
   L = layout.tokens_per_unit
   b, s = tokens.shape
   u = s // L
-  _, valid = schedule.next_unit_targets(tokens, segment_ids, L, unit_ids)
-  had_prediction = valid.reshape(b, u, L)[:, :-1, 0]  # unit t predicted unit t + 1 (same segment, next id)
-  take = jnp.concatenate([jnp.zeros((b, 1), bool), had_prediction & chosen[:, 1:]], axis=1)
+  take = units_fed(layout, tokens, segment_ids, unit_ids, chosen)
   units = jnp.asarray(tokens).reshape(b, u, L)
   for g, pred in predicted.items():
     sl = layout.group_slices[g]
