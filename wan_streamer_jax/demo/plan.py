@@ -148,7 +148,7 @@ QUICK = DemoPlan(
     transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True,
     own_history=OwnHistoryRun(num_steps=20, rate=0.5, warmup_steps=5))
 
-# The documented run (about 2 h of stages + 31 min of own_history on 2 CPU cores; see the README's
+# The documented run (about 2 h of stages + 27 min of own_history on 2 CPU cores; see the README's
 # "The demo" for the measured per-step times this schedule is planned from).
 DOCUMENTED = DemoPlan(
     name="documented", config="demo", corpus_size="small",
