@@ -105,8 +105,10 @@ def with_own_history(cfg: Config, model, batch: dict, key) -> tuple[dict, dict]:
   Call outside the differentiated function. Rows are chosen with probability p; in a chosen row every
   unit outside `recorded_turn_units` reads the rollout's own out slots. Returns the batch with `tokens`
   mixed and `target_tokens` clean (the batch's own, or a copy of its clean `tokens`), and
-  `own_history/units` (share of the batch's units that read own slots) and `own_history/talk` (share
-  of those whose own `text_out` holds a byte: the model talking where the recording listened).
+  `own_history/units` (share of the batch's units chosen for own slots; a segment's first unit counts
+  though it keeps its recorded slots, nothing drew them), `own_history/talk` (share of those whose
+  `text_out` holds a byte: the model talking where the recording listened) and `own_history/changed`
+  (share of those whose slots differ from the recording's).
   """
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit
