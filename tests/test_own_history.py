@@ -68,10 +68,7 @@ def test_turn_units_are_the_recordings_replies_with_a_margin_not_its_backchannel
 
 def test_an_own_history_step_learns_from_its_rollout_and_is_reproducible():
   cfg = CFG.replace(model={"num_layers": 1})
-  batch = random_batch(cfg, cfg.train.batch_size, cfg.train.units_per_example, seed=2)
-  tokens = np.array(batch["tokens"]).reshape(cfg.train.batch_size, -1, L)
-  tokens[:, :, LAYOUT.group_slices["text_out"]] = TextConfig.PAD  # a recording that only listens
-  quiet = {**batch, "tokens": jnp.asarray(tokens.reshape(cfg.train.batch_size, -1))}
+  quiet = _quiet_batch(cfg, cfg.train.batch_size, cfg.train.units_per_example)
   (clean,), _ = train_losses(cfg, quiet)
   (own, again), m = train_losses(cfg.replace(train={"own_history": 1.0}), quiet, runs=2)
   assert float(m["own_history/units"]) == 1.0 and float(m["own_history/changed"]) > 0.5
@@ -90,6 +87,58 @@ def test_own_history_and_one_step_sampling_are_not_combined():
     tiny_config(train={"own_history": 0.5, "own_stream_sampling": 0.5})
 
 
-def test_the_rollout_costs_one_more_forward():
-  on = CFG.replace(train={"own_history": 0.5})
-  assert flops.train_flops_per_token(on) == pytest.approx(4 / 3 * flops.train_flops_per_token(CFG))
+def test_the_rollout_costs_its_rows_share_of_a_forward():
+  b = CFG.train.batch_size
+  for p in (0.25, 0.5, 1.0):
+    on = CFG.replace(train={"own_history": p})
+    rows = -(-int(p * b * 4) // 4)  # ceil(p * b)
+    assert own_history.rollout_rows(p, b) == rows
+    want = (3 + rows / b) / 3 * flops.train_flops_per_token(CFG)
+    assert flops.train_flops_per_token(on) == pytest.approx(want)
+  assert [own_history.rollout_rows(0.25, 8, s) for s in (1, 2, 4, 8)] == [2, 1, 1, 1]
+  assert own_history.rollout_rows(0.3, 4) == 2 and own_history.rollout_rows(0.0, 4) == 0
+
+
+def _quiet_batch(cfg, rows, units, seed=2):
+  batch = random_batch(cfg, rows, units, seed=seed)
+  tokens = np.array(batch["tokens"]).reshape(rows, units, L)
+  tokens[:, :, LAYOUT.group_slices["text_out"]] = TextConfig.PAD  # a recording that only listens
+  return {**batch, "tokens": jnp.asarray(tokens.reshape(rows, -1))}
+
+
+@pytest.mark.parametrize("p,shards", [(0.25, 1), (0.5, 2)])
+def test_only_the_chosen_rows_are_rolled_out_one_per_shard_here(p, shards):
+  cfg = CFG.replace(train={"own_history": p})
+  rows, units = 4, 8
+  batch = _quiet_batch(cfg, rows, units)
+  model = create_model(cfg, seed=3)
+  seen = set()
+  for seed in range(6):
+    mixed, m = own_history.with_own_history(cfg, model, batch, jax.random.key(seed), shards=shards)
+    changed = np.any(np.asarray(mixed["tokens"]) != np.asarray(batch["tokens"]), axis=1)
+    # p * rows / shards = 1: exactly one row per shard, and only its units are counted
+    np.testing.assert_array_equal(changed.reshape(shards, -1).sum(1), np.ones(shards))
+    assert float(m["own_history/units"]) == pytest.approx(shards / rows)
+    np.testing.assert_array_equal(mixed["target_tokens"], batch["tokens"])
+    seen.add(tuple(np.flatnonzero(changed)))
+  assert len(seen) > 1  # the chosen rows vary with the key
+
+
+def test_a_sharded_batch_mixes_as_an_unsharded_one():
+  from wan_streamer_jax.config import MeshConfig
+  from wan_streamer_jax.parallel.mesh import make_mesh
+  from wan_streamer_jax.train.step import batch_shardings, batch_shards
+  cfg = CFG.replace(train={"own_history": 0.5})
+  batch = _quiet_batch(cfg, 4, 8)
+  model = create_model(cfg, seed=3)
+  key = jax.random.key(7)
+  one, two = (make_mesh(MeshConfig(data=n, fsdp=1, tensor=1), jax.devices()[:n]) for n in (1, 2))
+  assert (batch_shards(one), batch_shards(two)) == (1, 2)
+
+  def mix(mesh, batch):
+    with jax.set_mesh(mesh):
+      f = jax.jit(lambda bt, k: own_history.with_own_history(cfg, model, bt, k, shards=2)[0]["tokens"])
+      return np.asarray(f(jax.device_put(batch, batch_shardings(mesh, tuple(batch))), key))
+  want, got = mix(one, batch), mix(two, batch)
+  np.testing.assert_array_equal(got, want)
+  assert (want != np.asarray(batch["tokens"])).any()

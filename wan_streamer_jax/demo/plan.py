@@ -69,7 +69,8 @@ class DemoPlan:
 
   def model_config(self) -> Config:
     cfg = load_config(self.config, dict(self.model_overrides))
-    return cfg.replace(train={"num_steps": self.transformer_steps})
+    n = self.transformer_steps  # the learning rate decays over the stage's steps
+    return cfg.replace(train={"num_steps": n}, optimizer={"decay_steps": n})
 
   def own_history_config(self) -> Config:
     """The `own_history` stage's run config (the model config with its schedule)."""

@@ -13,6 +13,7 @@ from wan_streamer_jax import schedule
 from wan_streamer_jax.config import KINDS, UNIT_SECONDS, Config
 from wan_streamer_jax.model.depth_head import depth_slots
 from wan_streamer_jax.model.transformer import padded_vocab
+from wan_streamer_jax.train.own_history import rollout_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +68,11 @@ def forward_flops_per_token(cfg: Config, units: int) -> float:
 
 
 def train_flops_per_token(cfg: Config, units: int | None = None) -> float:
-  """Forward + backward (3 forwards), and one more forward under `train.own_stream_sampling` or
-  `train.own_history` (its rollout; the depth head's slot-by-slot draws counted as its forward)."""
-  passes = 3 + (cfg.train.own_stream_sampling > 0) + (cfg.train.own_history > 0)
+  """Forward + backward (3 forwards), one more forward under `train.own_stream_sampling`, and under
+  `train.own_history` the rollout of its rows (`own_history.rollout_rows` of the batch, unsharded: the
+  depth head's slot-by-slot draws counted as their forward)."""
+  rows = rollout_rows(cfg.train.own_history, cfg.train.batch_size)
+  passes = 3 + (cfg.train.own_stream_sampling > 0) + rows / cfg.train.batch_size
   return passes * forward_flops_per_token(cfg, units or cfg.train.units_per_example)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -22,6 +23,13 @@ def batch_shardings(mesh, keys: tuple[str, ...] = BATCH_KEYS) -> dict:
   """One `("batch", "seq")` sharding per batch key (`feed.batch_keys(cfg)` for a config's batches)."""
   s = NamedSharding(mesh, logical_to_spec(("batch", "seq")))
   return {k: s for k in keys}
+
+
+def batch_shards(mesh) -> int:
+  """How many shards the batch axis is split into on `mesh` (the product of the mesh axes "batch" maps to)."""
+  axes = logical_to_spec(("batch",))[0]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
 def _loss(cfg: Config, model, batch: dict):
@@ -48,7 +56,8 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
       batch = with_own_predictions(cfg, model, batch, step_key(cfg, opt.step[...]))
     own = {}
     if cfg.train.own_history > 0:  # a no-gradient rollout of the window picks the inputs
-      batch, own = with_own_history(cfg, model, batch, jax.random.fold_in(step_key(cfg, opt.step[...]), 1))
+      batch, own = with_own_history(cfg, model, batch, jax.random.fold_in(step_key(cfg, opt.step[...]), 1),
+                                    shards=batch_shards(mesh))
 
     (_, metrics), grads = nnx.value_and_grad(lambda m: _loss(cfg, m, batch), has_aux=True)(model)
     metrics.update(own)
