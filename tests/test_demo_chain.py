@@ -104,6 +104,9 @@ def test_every_stage_writes_finite_outputs(chain):
   assert sum(p["answers"] for p in probed) > 0 and all(0.0 <= p["first_byte_accuracy"] <= 1.0 for p in probed)
   own = r["own_history"]  # fine-tuned from the transformer's weights on its own rollouts: what is evaluated
   assert own["steps"] == 2 and _finite(own["last_train"]) and _finite(own["validation"])
+  for stage in (t, own):  # the closing table's "train loss first -> last" (a resumed stage's too: the file's)
+    assert stage["first_train"]["step"] == 0 and np.isfinite(stage["first_train"]["loss"])
+    assert stage["last_train"]["step"] == stage["steps"] - 1  # records count steps from 0
   assert os.path.isdir(os.path.join(own["run_dir"], "checkpoints", "2"))
   with open(os.path.join(own["run_dir"], "metrics.jsonl")) as f:
     fed = [json.loads(line) for line in f if "own_history/units" in line]

@@ -83,15 +83,12 @@ def run_tokens(plan: DemoPlan, stage_dir: str, corpus_dir: str, audio_dir: str, 
   return {"token_dir": stage_dir, "conversations": {split: r["conversations"] for split, r in res.items()}}
 
 
-def _last_record(metrics_path: str, split: str) -> dict:
-  last = {}
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      for line in f:
-        rec = json.loads(line)
-        if rec.get("split") == split:
-          last = rec
-  return last
+def _records(metrics_path: str, split: str) -> list[dict]:
+  """A run's `metrics.jsonl` records of `split`, oldest first (a resumed run's included)."""
+  if not os.path.exists(metrics_path):
+    return []
+  with open(metrics_path) as f:
+    return [rec for rec in map(json.loads, f) if rec.get("split") == split]
 
 
 def run_transformer(plan: DemoPlan, stage_dir: str, token_dir: str, progress: bool = True, *,
@@ -111,10 +108,10 @@ def run_transformer(plan: DemoPlan, stage_dir: str, token_dir: str, progress: bo
   summary = loop.train(task, workdir=stage_dir, init_from=init_from, progress=progress)
   if summary.stopped:
     raise Interrupted(f"Transformer stopped at step {summary.end_step}")
-  first = next((r for r in summary.history if r.get("step") == 0), None)
+  train_records = _records(os.path.join(stage_dir, "metrics.jsonl"), "train")  # the file: a resume's too
   out = {"run_dir": stage_dir, "steps": summary.end_step,
-         "first_train": _scalars(first or {}),
-         "last_train": _scalars(_last_record(os.path.join(stage_dir, "metrics.jsonl"), "train")),
+         "first_train": _scalars(train_records[0] if train_records else {}),
+         "last_train": _scalars(train_records[-1] if train_records else {}),
          "validation": _scalars(summary.final)}
   # does it hear the user's words, does it know the answers? (validation, teacher-forced)
   out.update(probes(stage_dir, token_dir))
@@ -172,7 +169,7 @@ def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str
   result = runner.evaluate(examples, cfg, stage_dir, engine=engine, audio_codec=audio,
                            settings=EvalSettings(use_recognizer=plan.recognizer), plot=True, media=True,
                            mp4=plan.eval_mp4, progress=progress)
-  probe = task_probe(plan, corpus_dir, token_dir, model_dir, engine, examples)
+  probe = task_probe(plan, corpus_dir, token_dir, model_dir, engine.cfg, examples, result["own_out_tokens"])
   path = os.path.join(stage_dir, "task_probe.json")
   with open(path, "w") as f:
     json.dump(probe, f, indent=1)
@@ -182,11 +179,12 @@ def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str
           "dialogues": len(examples), "task_probe": {"file": path, **_task_probe_headline(probe)}}
 
 
-def task_probe(plan: DemoPlan, corpus_dir: str, token_dir: str, model_dir: str, engine,
-               examples: list[dict]) -> dict:
-  """`evaluation.task_probe.task_knowledge` of the engine's model: the read-out fitted teacher-forced on
-  the train split's first `TASK_PROBE_FIT_CONVERSATIONS` conversations, scored on the evaluated test
-  `examples` teacher-forced and in the context the engine drew free-running (`runner.own_out_tokens`)."""
+def task_probe(plan: DemoPlan, corpus_dir: str, token_dir: str, model_dir: str, cfg, examples: list[dict],
+               own: dict) -> dict:
+  """`evaluation.task_probe.task_knowledge` of the model at `model_dir`: the read-out fitted teacher-forced
+  on the train split's first `TASK_PROBE_FIT_CONVERSATIONS` conversations, scored on the evaluated test
+  `examples` teacher-forced and in the context the engine drew free-running (`own`: the evaluation's
+  `own_out_tokens`)."""
   from flax import nnx
   from data_pipelines.token_data import TokenDataSource
   from wan_streamer_jax.evaluation import runner
@@ -204,12 +202,13 @@ def task_probe(plan: DemoPlan, corpus_dir: str, token_dir: str, model_dir: str, 
       t = tokens[i]
       if str(t["conversation_id"]) in meta:
         out.append((t, meta[str(t["conversation_id"])]))
+        if len(out) == len(meta):  # every asked conversation found: the rest of the split is not read
+          break
     return out
 
   train = corpus_builder(plan, corpus_dir).as_data_source("train")
   fit = pairs("train", [train[i] for i in range(min(len(train), TASK_PROBE_FIT_CONVERSATIONS))])
-  own = runner.own_out_tokens(engine, engine.params, examples)
-  return task_knowledge(trunk, engine.cfg, fit, pairs("test", examples), own)
+  return task_knowledge(trunk, cfg, fit, pairs("test", examples), own)
 
 
 def _task_probe_headline(probe: dict) -> dict:

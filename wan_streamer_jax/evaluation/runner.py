@@ -60,15 +60,22 @@ def own_out_tokens(engine, params, examples: list[dict], seed: int = 0) -> dict:
   Returns conversation id -> out group -> int32 `[units, group_size]` (the tokens the engine drew *of*
   each unit and fed back as its next unit's out slots).
   """
-  from wan_streamer_jax import schedule
-  sizes = [engine.layout.group_size(g) for g in schedule.OUT_GROUPS]
   own = {}
   for start in range(0, len(examples), engine.num_slots):
     group = examples[start:start + engine.num_slots]
     out = run_engine(engine, params, group, [seed * 100_003 + start + i for i in range(len(group))])
-    for s, ex in enumerate(group):
-      drawn = np.asarray(out["next_tokens"][:int(ex["num_units"]), s], np.int32)
-      own[conversation_id(ex)] = dict(zip(schedule.OUT_GROUPS, np.split(drawn, np.cumsum(sizes)[:-1], axis=1)))
+    own.update(_drawn_out_tokens(engine, out, group))
+  return own
+
+
+def _drawn_out_tokens(engine, out: dict, group: list[dict]) -> dict:
+  """`own_out_tokens`' entries of one engine run's outputs (`run_engine(engine, params, group, ...)`)."""
+  from wan_streamer_jax import schedule
+  sizes = [engine.layout.group_size(g) for g in schedule.OUT_GROUPS]
+  own = {}
+  for s, ex in enumerate(group):
+    drawn = np.asarray(out["next_tokens"][:int(ex["num_units"]), s], np.int32)
+    own[conversation_id(ex)] = dict(zip(schedule.OUT_GROUPS, np.split(drawn, np.cumsum(sizes)[:-1], axis=1)))
   return own
 
 
@@ -110,7 +117,11 @@ def score_row(examples: list[dict], outputs_of, sample_rate: int, settings: Eval
 def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, params=None, audio_codec=None,
              settings: EvalSettings = EvalSettings(), seed: int = 0, plot: bool = True, media: bool = True,
              mp4: bool = True, progress: bool = False) -> dict:
-  """Evaluates the rows (module docstring) on `examples` (corpus dicts); writes and returns the report."""
+  """Evaluates the rows (module docstring) on `examples` (corpus dicts); writes and returns the report.
+
+  With an `engine` the returned dict (not the written report) also holds `own_out_tokens`: what
+  `own_out_tokens(engine, params, examples, seed)` returns, from the model row's own engine run.
+  """
   if not examples:
     raise ValueError("evaluate: expected at least one held-out dialogue")
   sr = cfg.audio.sample_rate
@@ -121,6 +132,7 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
   os.makedirs(out_dir, exist_ok=True)
   desc = (lambda name: name) if progress else (lambda name: None)  # noqa: E731
   rows: dict[str, tuple[list, list]] = {}
+  own: dict = {}
   rows["reference"] = score_row(examples, lambda g: streams.reference_outputs(g), sr, settings, judge, 8,
                                 desc("reference"))
   if audio_codec is not None:
@@ -134,9 +146,13 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
   if engine is not None:
     params = engine.params if params is None else params
     index = {id(ex): i for i, ex in enumerate(examples)}
-    rows["model"] = score_row(
-        examples, lambda g: run_engine(engine, params, g, [seed * 100_003 + index[id(ex)] for ex in g]), sr,
-        settings, judge, engine.num_slots, desc("model (streaming engine)"))
+
+    def model_outputs(group):
+      out = run_engine(engine, params, group, [seed * 100_003 + index[id(ex)] for ex in group])
+      own.update(_drawn_out_tokens(engine, out, group))
+      return out
+    rows["model"] = score_row(examples, model_outputs, sr, settings, judge, engine.num_slots,
+                              desc("model (streaming engine)"))
   summaries = {name: report.summarise_row(scores) for name, (scores, _) in rows.items()}
   result = {
       "settings": dataclasses.asdict(settings), "sample_rate": sr, "config": cfg.name,
@@ -164,6 +180,8 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
   result["files"] = files
   with open(files["report"], "w") as f:
     json.dump(result, f, indent=1, default=_json_default)
+  if engine is not None:
+    result["own_out_tokens"] = own
   return result
 
 
