@@ -138,12 +138,16 @@ def with_own_history(cfg: Config, model, batch: dict, key, shards: int = 1) -> t
   k_rows, k_use, k_draw = jax.random.split(key, 3)
   # k distinct rows per shard: the first k of a random order of the shard's rows
   order = jnp.argsort(jax.random.uniform(k_rows, (shards, per)), axis=1)[:, :k]  # [shards, k]
-  pick = lambda x: jnp.take_along_axis(x.reshape(shards, per, -1), order[:, :, None], axis=1).reshape(shards * k, -1)  # noqa: E731
+
+  def pick(full):  # the chosen rows, shard by shard: [shards * k, ...]
+    return jnp.take_along_axis(full.reshape(shards, per, -1), order[:, :, None], axis=1).reshape(shards * k, -1)
+
   used = jax.random.bernoulli(k_use, min(1.0, p * per / k), (shards * k,))
   sub = {name: pick(batch[name]) for name in ("tokens", "segment_ids", "unit_ids")}
   sub_own = used[:, None] & ~recorded_turn_units(layout, sub["tokens"])
   keys = jax.random.key_data(jax.random.split(k_draw, shards * k))
   read = rollout(cfg, model, sub["tokens"], sub["segment_ids"], sub["unit_ids"], sub_own, keys)
+
   def scatter(full, part):  # part's rows back into full, shard by shard
     part = part.reshape(shards, k, -1)
     index = jnp.broadcast_to(order[:, :, None], part.shape)
