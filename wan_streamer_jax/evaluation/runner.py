@@ -54,22 +54,10 @@ def run_engine(engine, params, examples: list[dict], seeds: list[int]) -> dict:
   return streams.speech_aligned_text(outputs, engine.cfg.text.out_lead_units)
 
 
-def own_out_tokens(engine, params, examples: list[dict], seed: int = 0) -> dict:
-  """The model's own out tokens, free-running as in `evaluate`'s model row (same seeds, same draws).
-
-  Returns conversation id -> out group -> int32 `[units, group_size]` (the tokens the engine drew *of*
-  each unit and fed back as its next unit's out slots).
-  """
-  own = {}
-  for start in range(0, len(examples), engine.num_slots):
-    group = examples[start:start + engine.num_slots]
-    out = run_engine(engine, params, group, [seed * 100_003 + start + i for i in range(len(group))])
-    own.update(_drawn_out_tokens(engine, out, group))
-  return own
-
-
 def _drawn_out_tokens(engine, out: dict, group: list[dict]) -> dict:
-  """`own_out_tokens`' entries of one engine run's outputs (`run_engine(engine, params, group, ...)`)."""
+  """The model's own out tokens in one engine run's outputs (`run_engine(engine, params, group, ...)`):
+  conversation id -> out group -> int32 `[units, group_size]` (the tokens the engine drew *of* each unit
+  and fed back as its next unit's out slots)."""
   from wan_streamer_jax import schedule
   sizes = [engine.layout.group_size(g) for g in schedule.OUT_GROUPS]
   own = {}
@@ -119,8 +107,8 @@ def evaluate(examples: list[dict], cfg: Config, out_dir: str, *, engine=None, pa
              mp4: bool = True, progress: bool = False) -> dict:
   """Evaluates the rows (module docstring) on `examples` (corpus dicts); writes and returns the report.
 
-  With an `engine` the returned dict (not the written report) also holds `own_out_tokens`: what
-  `own_out_tokens(engine, params, examples, seed)` returns, from the model row's own engine run.
+  With an `engine` the returned dict (not the written report) also holds `own_out_tokens`: the model
+  row's draws, conversation id -> out group -> int32 `[units, group_size]` (`_drawn_out_tokens`).
   """
   if not examples:
     raise ValueError("evaluate: expected at least one held-out dialogue")
