@@ -1,8 +1,9 @@
 """The documented demo (`python -m launch.demo`): what 2 CPU cores can learn in about an hour of training.
 
 Chosen for the CPU from FLOPs (`python -m launch.describe --config=demo`: 1.0e7 train FLOPs per token
-in the first documented run, 1.21e7 now with the depth head and 8000 video codes; 6,336 tokens per
-step; measured on 2 idle cores for the first run: 1.59 s per step in `launch.bench --what=train_step
+in the first documented run, 1.21e7 with the depth head and 8000 video codes, 1.16e7 now that the
+train step computes no logits for video_in, which the loss weighs 0; 6,336 tokens per step;
+measured on 2 idle cores for the first run: 1.59 s per step in `launch.bench --what=train_step
 --config=configs/demo.py` (MFU 0.21: width 128 is small for the matmul units), 1.86 s per step in
 the documented run with its data pipeline, evaluations and checkpoints: 2,500 steps in 78 minutes;
 run 3: 1.94 s per step, 81 minutes, beside niced tests; run 4: 1.63 s per step, 68 minutes, alone: the

@@ -99,12 +99,21 @@ class UnitLayout:
     Same order as `TiledLayout.kind_indices[kind]`, but built from static
     slices of a `[batch, units, L, ...]` view (cheap copies, no gather/scatter).
     """
+    return self.take_groups(x, kind)
+
+  def take_groups(self, x, kind: str, groups=None):
+    """`take_kind` restricted to the kind's groups named in `groups` (None: all of them):
+    `[batch, units * L, ...]` -> `[batch, units * n, ...]`, n the listed groups' slots per unit, in
+    unit order (`[batch, 0, ...]` when none is listed)."""
     import jax.numpy as jnp
     xp = np if isinstance(x, np.ndarray) else jnp  # static numpy stays numpy under jit
     b, s = x.shape[:2]
     u = s // self.tokens_per_unit
     xu = x.reshape((b, u, self.tokens_per_unit) + x.shape[2:])
-    parts = [xu[:, :, sl] for sl in self.kind_groups(kind)]
+    parts = [xu[:, :, self.group_slices[g]] for g in GROUPS
+             if g.startswith(kind + "_") and (groups is None or g in groups)]
+    if not parts:
+      return xu[:, :, :0].reshape((b, 0) + x.shape[2:])
     out = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=2)
     return out.reshape((b, -1) + x.shape[2:])
 

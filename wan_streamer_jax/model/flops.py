@@ -24,7 +24,9 @@ class ModelCost:
   tokens_per_unit: int
 
 
-def model_cost(cfg: Config) -> ModelCost:
+def model_cost(cfg: Config, groups=None) -> ModelCost:
+  """`groups` (None: all): the groups whose head logits are computed (`matmul_params_per_token` counts
+  only their heads; the train step's forward computes `losses.weighted_groups(cfg)`)."""
   m = cfg.model
   layout = schedule.unit_layout(cfg)
   L = layout.tokens_per_unit
@@ -32,7 +34,7 @@ def model_cost(cfg: Config) -> ModelCost:
                + 3 * m.embed_dim * m.mlp_dim)
   trunk = m.num_layers * per_layer
   head_per_token = sum(layout.group_size(g) * m.embed_dim * padded_vocab(layout.vocab_sizes[g.split("_")[0]])
-                       for g in layout.group_slices) / L
+                       for g in layout.group_slices if groups is None or g in groups) / L
   embeds = sum(padded_vocab(layout.vocab_sizes[k]) * m.embed_dim * 2 for k in KINDS)
   small = (2 + layout.num_levels) * m.embed_dim + (2 * m.num_layers + 1) * m.embed_dim
   # the depth head (model/depth_head.py): its layers run over the K depth slots of every unit
@@ -61,19 +63,23 @@ def visible_keys_per_query(cfg: Config, units: int) -> float:
   return total / units
 
 
-def forward_flops_per_token(cfg: Config, units: int) -> float:
+def forward_flops_per_token(cfg: Config, units: int, groups=None) -> float:
   m = cfg.model
   attn = 4 * visible_keys_per_query(cfg, units) * m.num_heads * m.head_dim * m.num_layers
-  return 2 * model_cost(cfg).matmul_params_per_token + attn
+  return 2 * model_cost(cfg, groups).matmul_params_per_token + attn
 
 
 def train_flops_per_token(cfg: Config, units: int | None = None) -> float:
-  """Forward + backward (3 forwards), one more forward under `train.own_stream_sampling`, and under
-  `train.own_history` the rollout of its rows (`own_history.rollout_rows` of the batch, unsharded: the
-  depth head's slot-by-slot draws counted as their forward)."""
+  """Forward + backward (3 forwards, the heads of `losses.weighted_groups(cfg)` only), one more forward
+  (every head) under `train.own_stream_sampling`, and under `train.own_history` the rollout of its rows
+  (`own_history.rollout_rows` of the batch, unsharded: every head; the depth head's slot-by-slot draws
+  counted as their forward)."""
+  from wan_streamer_jax.model.losses import weighted_groups
+  units = units or cfg.train.units_per_example
   rows = rollout_rows(cfg.train.own_history, cfg.train.batch_size)
-  passes = 3 + (cfg.train.own_stream_sampling > 0) + rows / cfg.train.batch_size
-  return passes * forward_flops_per_token(cfg, units or cfg.train.units_per_example)
+  extra = (cfg.train.own_stream_sampling > 0) + rows / cfg.train.batch_size
+  return (3 * forward_flops_per_token(cfg, units, weighted_groups(cfg))
+          + extra * forward_flops_per_token(cfg, units))
 
 
 def streaming_flops_per_unit(cfg: Config, context_units: int) -> float:

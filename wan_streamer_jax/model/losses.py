@@ -11,12 +11,21 @@ from wan_streamer_jax.config import GROUPS, KINDS, Config, TextConfig
 from wan_streamer_jax.run_config import MARK_ANSWER, MARK_METRICS, MARK_PAUSE, MARK_REPLY, MARK_STOP
 
 
+def weighted_groups(cfg: Config) -> tuple[str, ...]:
+  """The groups the loss reads: those with a positive weight in `cfg.loss` (every group when the z-loss
+  is on: it reads every valid target's logsumexp). The train step computes logits for these only."""
+  if cfg.loss.z_loss:
+    return GROUPS
+  return tuple(g for g in GROUPS if getattr(cfg.loss, g) > 0)
+
+
 def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None, target_tokens=None,
-                   loss_marks=None):
+                   loss_marks=None, groups=None):
   """Weighted next-unit cross-entropy.
 
   Args:
-    logits: kind -> float32 `[batch, n_kind, padded_vocab]` (model output).
+    logits: kind -> float32 `[batch, n_kind, padded_vocab]` (model output; with `groups`, the model's
+      output for the same `groups`: each kind's listed groups' slots only).
     tokens: int32 `[batch, units * L]`.
     segment_ids: int32 `[batch, units * L]` (0 = padding).
     unit_ids: optional int32 `[batch, units * L]`: no target across a jump of unit ids.
@@ -25,6 +34,8 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
     loss_marks: optional int32 `[batch, units * L]` of `run_config.MARK_*` codes (like `tokens`, read one
       unit later as the targets are; `data_pipelines/loss_marks.py`): text_out targets marked REPLY or
       ANSWER weigh `loss.answer_weight` more, PAUSE `loss.pause_weight`, STOP `loss.stop_weight`.
+    groups: None (every group), or the groups `logits` cover (`weighted_groups(cfg)` or a superset:
+      a group left out must weigh 0, so the loss is the same); metrics are reported for these only.
   Returns:
     (loss scalar, metrics dict): the loss weighs each target by its group's weight (`cfg.loss`; text_in's
     PAD targets times `loss.text_in_pad_weight`, marked targets as above); `loss/<group>` mean CE over valid
@@ -42,21 +53,27 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
   weight = lay.loss_weight
   total, total_w, z_total, n_total = 0.0, 0.0, 0.0, 0.0
   metrics = {}
+  if groups is not None and set(weighted_groups(cfg)) - set(groups):
+    raise ValueError(f"groups: expected every group the loss weighs {weighted_groups(cfg)}, got {tuple(groups)}")
   for k in KINDS:
+    names = [g for g in GROUPS if g.startswith(k + "_") and (groups is None or g in groups)]
+    if not names:
+      continue
+    take = lambda x, k=k, names=names: layout.take_groups(x, k, names)  # noqa: E731
     lg = logits[k]  # padded vocabulary already masked by the model (`WanStreamer.logits`)
-    tgt = layout.take_kind(targets, k)
-    val = layout.take_kind(valid, k).astype(jnp.float32)
+    tgt = take(targets)
+    val = take(valid).astype(jnp.float32)
     lse = jax.nn.logsumexp(lg, axis=-1)
     tgt_logit = jnp.take_along_axis(lg, tgt[..., None], axis=-1)[..., 0]
     ce = lse - tgt_logit
     correct = (jnp.argmax(lg, axis=-1) == tgt).astype(jnp.float32)
-    g_of_slot = layout.take_kind(group[None], k)[0]
-    w = val * jnp.asarray(layout.take_kind(weight[None], k))
+    g_of_slot = take(group[None])[0]
+    w = val * jnp.asarray(take(weight[None]))
     if k == "text" and cfg.loss.text_in_pad_weight != 1.0:
       is_text_in = (g_of_slot == GROUPS.index("text_in"))[None]
       w = w * jnp.where(is_text_in & (tgt == TextConfig.PAD), cfg.loss.text_in_pad_weight, 1.0)
     if k == "text" and marks is not None:
-      m = layout.take_kind(marks, k)
+      m = take(marks)
       reply = (m == MARK_REPLY) | (m == MARK_ANSWER)
       w = w * jnp.asarray(cfg.loss.mark_weights(), jnp.float32)[m]
       selected = {"answer": m == MARK_ANSWER, "reply": reply, "pause": m == MARK_PAUSE, "stop": m == MARK_STOP}

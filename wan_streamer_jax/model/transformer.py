@@ -121,25 +121,27 @@ class WanStreamer(nnx.Module):
     out = jnp.einsum("...d,dv->...v", h, self.heads[kind][...].astype(cd), preferred_element_type=jnp.float32)
     return jnp.where(jnp.asarray(self.layout.vocab_mask(kind)), out, MASKED_LOGIT)
 
-  def logits(self, x, kind: str):
+  def logits(self, x, kind: str, groups=None):
     """Final norm + the kind's head at the kind's slots -> float32 `[b, n_kind, V_pad]`.
 
     Entries past the kind's vocabulary (table padding) are `MASKED_LOGIT`. With a depth
     head, a depth kind's slots here are its in group only (`merge_depth_logits` appends the out group).
+    `groups` (None: all) keeps only the listed groups' slots (`layout.take_groups` order).
     """
-    h = self.layout.take_kind(x, kind)
-    if not self.parallel_kind(kind):
-      b, n_in = h.shape[0], self.layout.group_size(f"{kind}_in")
-      h = h.reshape(b, -1, n_in + self.layout.group_size(f"{kind}_out"), h.shape[-1])[:, :, :n_in]
-      h = h.reshape(b, -1, h.shape[-1])
+    names = [g for g in GROUPS if g.startswith(kind + "_") and (groups is None or g in groups)
+             and (self.parallel_kind(kind) or g.endswith("_in"))]
+    h = self.layout.take_groups(x, kind, names)
     return constrain(self.head(self.final_norm(h), kind), ("batch", "seq", "act_vocab"))
 
-  def merge_depth_logits(self, logits: dict, depth_logits: dict) -> dict:
-    """Appends each depth group's logits `[b, units, n_out, V]` to its kind's in-group logits, unit by unit."""
+  def merge_depth_logits(self, logits: dict, depth_logits: dict, groups=None) -> dict:
+    """Appends each depth group's logits `[b, units, n_out, V]` to its kind's in-group logits, unit by unit
+    (a depth group not in `groups`, when given, is left out)."""
     out = dict(logits)
     for kind, lg in depth_logits.items():
+      if groups is not None and f"{kind}_out" not in groups:
+        continue
       b, u = lg.shape[:2]
-      base = logits[kind].reshape(b, u, -1, lg.shape[-1])
+      base = logits[kind].reshape(b, u, logits[kind].shape[1] // u, lg.shape[-1])
       out[kind] = constrain(jnp.concatenate([base, lg], axis=2).reshape(b, -1, lg.shape[-1]),
                             ("batch", "seq", "act_vocab"))
     return out
@@ -260,7 +262,7 @@ class WanStreamer(nnx.Module):
   # -- one forward: training (cache=None) and decode ---------------------------------------------
 
   def __call__(self, tokens, segment_ids=None, unit_ids=None, cache: KVCache | None = None,
-               return_hidden: bool = False, depth_tokens=None):
+               return_hidden: bool = False, depth_tokens=None, groups=None):
     """Teacher-forced forward, or one unit per stream against a KV cache.
 
     Args:
@@ -276,9 +278,12 @@ class WanStreamer(nnx.Module):
       depth_tokens: training only: int32 like `tokens`, what the depth head is teacher-forced with
         (default `tokens`; the train step passes the clean `target_tokens`, whose out slots differ from
         the inputs' where `train.own_stream_swap` swapped them).
+      groups: training only: the groups whose logits are computed (None: all; the train step passes
+        `losses.weighted_groups(cfg)`: a group the loss weighs 0 costs no head matmul, softmax or gradient).
     Returns:
       dict kind -> float32 logits `[batch, n_kind_slots, padded_vocab]` at the
-      sequence positions `layout.tile(units).kind_indices[kind]`; with `cache`,
+      sequence positions `layout.tile(units).kind_indices[kind]` (with `groups`: the listed groups'
+      slots only, `layout.take_groups` order); with `cache`,
       `(logits, new_cache)` (`+ (hidden,)`). With a depth head, training logits of the depth
       groups are its teacher-forced ones; in decode a depth kind's logits cover its in group
       only: its out group is drawn by `depth_decode`.
@@ -292,9 +297,10 @@ class WanStreamer(nnx.Module):
     if cache is not None:
       return self._decode(tokens, segment_ids, unit_ids, cache, return_hidden)
     x = self.trunk(tokens, segment_ids, unit_ids)
-    logits = {k: self.logits(x, k) for k in KINDS}
+    logits = {k: self.logits(x, k, groups) for k in KINDS}
     if self.depth is not None:
-      logits = self.merge_depth_logits(logits, self.depth_forward(x, tokens if depth_tokens is None else depth_tokens))
+      logits = self.merge_depth_logits(logits, self.depth_forward(x, tokens if depth_tokens is None else depth_tokens),
+                                       groups)
     return logits
 
   def trunk(self, tokens, segment_ids=None, unit_ids=None):

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from wan_streamer_jax.config import Config
-from wan_streamer_jax.model.losses import next_unit_loss
+from wan_streamer_jax.model.losses import next_unit_loss, weighted_groups
 from wan_streamer_jax.parallel.rules import logical_to_spec
 from wan_streamer_jax.train.feed import BATCH_KEYS, batch_keys
 from wan_streamer_jax.train.own_history import with_own_history
@@ -32,10 +32,11 @@ def batch_shards(mesh) -> int:
   return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
-def _loss(cfg: Config, model, batch: dict):
-  logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"], depth_tokens=batch.get("target_tokens"))
+def _loss(cfg: Config, model, batch: dict, groups=None):
+  logits = model(batch["tokens"], batch["segment_ids"], batch["unit_ids"], depth_tokens=batch.get("target_tokens"),
+                 groups=groups)
   return next_unit_loss(cfg, logits, batch["tokens"], batch["segment_ids"], batch["unit_ids"],
-                        batch.get("target_tokens"), batch.get("loss_marks"))
+                        batch.get("target_tokens"), batch.get("loss_marks"), groups=groups)
 
 
 def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
@@ -47,8 +48,10 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
   With `train.own_stream_sampling > 0` the step first mixes the model's own predictions into the out-slot
   inputs (`own_samples.with_own_predictions`, keyed by the optimizer step); with `train.own_history > 0`
   it first rolls the model out over the window and feeds it its own draws (`own_history.with_own_history`).
+  Logits, and so the `loss/<group>` / `acc/<group>` metrics, cover only `losses.weighted_groups(cfg)`.
   """
   graphdef = ts.graphdef
+  groups = weighted_groups(cfg)
 
   def step(state, batch):
     model, opt = nnx.merge(graphdef, state)
@@ -59,7 +62,9 @@ def make_train_step(cfg: Config, ts: TrainState, mesh) -> Callable:
       batch, own = with_own_history(cfg, model, batch, jax.random.fold_in(step_key(cfg, opt.step[...]), 1),
                                     shards=batch_shards(mesh))
 
-    (_, metrics), grads = nnx.value_and_grad(lambda m: _loss(cfg, m, batch), has_aux=True)(model)
+    # only the groups the loss weighs get logits (the demo's video_in weighs 0: 4 of its 48 slots per unit
+    # through an 8000-way head); the eval step computes every group's, for its metrics
+    (_, metrics), grads = nnx.value_and_grad(lambda m: _loss(cfg, m, batch, groups), has_aux=True)(model)
     metrics.update(own)
     metrics["grad_norm"] = optax.tree.norm(grads)
     opt.update(model, grads)
