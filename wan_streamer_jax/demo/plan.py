@@ -1,7 +1,7 @@
 """What a demo run does at each stage: the `DemoPlan` (sizes, steps) and its two presets.
 
     plan = QUICK          # python -m launch.demo --quick: the whole chain in minutes, weak figures
-    plan = DOCUMENTED     # python -m launch.demo: the documented run (about 2 h 10 min on 2 idle CPU cores)
+    plan = DOCUMENTED     # python -m launch.demo: the documented run (about 1 h 55 min on 2 idle CPU cores)
 
 A plan names a shipped model config (`configs/demo.py`, `configs/demo_tiny.py`)
 and the schedule of every stage. The codec run configs are the model config's
@@ -149,7 +149,7 @@ QUICK = DemoPlan(
     transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True,
     own_history=OwnHistoryRun(num_steps=20, rate=0.5, warmup_steps=5))
 
-# The documented run (about 2 h 10 min on 2 idle CPU cores, 22 min of it the own_history stage; see the
+# The documented run (about 1 h 55 min on 2 idle CPU cores, 13 min of it the own_history stage; see the
 # README's "The demo" for the measured stage times this schedule is planned from).
 DOCUMENTED = DemoPlan(
     name="documented", config="demo", corpus_size="small",
@@ -160,8 +160,9 @@ DOCUMENTED = DemoPlan(
                          checkpoint_every=300, contrast_weight=12.0),
     transformer_steps=3000,  # run 13: 2300 (the 2-hour bound) lost the pause and turn targets on validation
     eval_dialogues=50, eval_slots=8,  # every test dialogue (runs 1-10: the first 32)
-    # run 12: run 8 + 800 steps on its own rollouts in a quarter of the rows, chosen on the validation
-    # split over 800 plain steps, half the rows (run 11) and every row for 400 steps (README "Run 12")
-    own_history=OwnHistoryRun(num_steps=800, rate=0.25))
+    # run 14: run 8 + 400 steps on its own rollouts in a quarter of the rows (the 2-hour bound; run 12:
+    # 800 steps, chosen on the validation split over 800 plain steps, half the rows (run 11) and every
+    # row for 400 steps; 400 steps held both turn targets on validation: README "Run 14")
+    own_history=OwnHistoryRun(num_steps=400, rate=0.25))
 
 PLANS = {"quick": QUICK, "documented": DOCUMENTED}
