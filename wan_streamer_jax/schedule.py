@@ -89,9 +89,13 @@ class UnitLayout:
   def tile(self, num_units: int) -> "TiledLayout":
     return TiledLayout(self, num_units)
 
+  def group_names(self, kind: str) -> list:
+    """Names of the groups of `kind`, in unit order (its `_in` group before its `_out` group)."""
+    return [g for g in GROUPS if g.startswith(kind + "_")]
+
   def kind_groups(self, kind: str) -> list:
     """Slices (inside one unit) of the groups of `kind`, in unit order."""
-    return [self.group_slices[g] for g in GROUPS if g.startswith(kind + "_")]
+    return [self.group_slices[g] for g in self.group_names(kind)]
 
   def take_kind(self, x, kind: str):
     """`[batch, units * L, ...]` -> `[batch, units * n_kind, ...]`: the kind's slots, in sequence order.
@@ -110,8 +114,7 @@ class UnitLayout:
     b, s = x.shape[:2]
     u = s // self.tokens_per_unit
     xu = x.reshape((b, u, self.tokens_per_unit) + x.shape[2:])
-    parts = [xu[:, :, self.group_slices[g]] for g in GROUPS
-             if g.startswith(kind + "_") and (groups is None or g in groups)]
+    parts = [xu[:, :, self.group_slices[g]] for g in self.group_names(kind) if groups is None or g in groups]
     if not parts:
       return xu[:, :, :0].reshape((b, 0) + x.shape[2:])
     out = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=2)
@@ -124,7 +127,8 @@ class UnitLayout:
   def slice_in_kind(self, group: str) -> slice:
     """Where `group`'s slots sit among its kind's slots of one unit (the order `take_kind` gives them)."""
     kind = group.split("_")[0]
-    start = sum(self.group_size(g) for g in GROUPS[:GROUPS.index(group)] if g.startswith(kind + "_"))
+    names = self.group_names(kind)
+    start = sum(self.group_size(g) for g in names[:names.index(group)])
     return slice(start, start + self.group_size(group))
 
   def describe(self) -> dict:

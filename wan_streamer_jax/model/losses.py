@@ -56,7 +56,7 @@ def next_unit_loss(cfg: Config, logits: dict, tokens, segment_ids, unit_ids=None
   if groups is not None and set(weighted_groups(cfg)) - set(groups):
     raise ValueError(f"groups: expected every group the loss weighs {weighted_groups(cfg)}, got {tuple(groups)}")
   for k in KINDS:
-    names = [g for g in GROUPS if g.startswith(k + "_") and (groups is None or g in groups)]
+    names = [g for g in layout.group_names(k) if groups is None or g in groups]
     if not names:
       continue
     take = lambda x, k=k, names=names: layout.take_groups(x, k, names)  # noqa: E731

@@ -128,7 +128,7 @@ class WanStreamer(nnx.Module):
     head, a depth kind's slots here are its in group only (`merge_depth_logits` appends the out group).
     `groups` (None: all) keeps only the listed groups' slots (`layout.take_groups` order).
     """
-    names = [g for g in GROUPS if g.startswith(kind + "_") and (groups is None or g in groups)
+    names = [g for g in self.layout.group_names(kind) if (groups is None or g in groups)
              and (self.parallel_kind(kind) or g.endswith("_in"))]
     h = self.layout.take_groups(x, kind, names)
     return constrain(self.head(self.final_norm(h), kind), ("batch", "seq", "act_vocab"))
