@@ -93,7 +93,8 @@ def test_the_rollout_costs_its_rows_share_of_a_forward():
     on = CFG.replace(train={"own_history": p})
     rows = -(-int(p * b * 4) // 4)  # ceil(p * b)
     assert own_history.rollout_rows(p, b) == rows
-    want = flops.train_flops_per_token(CFG) + rows / b * flops.forward_flops_per_token(CFG, CFG.train.units_per_example)
+    want = flops.train_flops_per_token(CFG) + rows / b * flops.forward_flops_per_token(
+        CFG, CFG.train.units_per_example, schedule.OUT_GROUPS)  # the rollout draws: out heads only
     assert flops.train_flops_per_token(on) == pytest.approx(want)
   assert [own_history.rollout_rows(0.25, 8, s) for s in (1, 2, 4, 8)] == [2, 1, 1, 1]
   assert own_history.rollout_rows(0.3, 4) == 2 and own_history.rollout_rows(0.0, 4) == 0

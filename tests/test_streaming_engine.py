@@ -126,3 +126,26 @@ def test_slots_are_independent_of_each_other_and_of_their_index(depth_layers):
     assert [o["unit"] for o in alone] == list(range(n))
   # sampled, not constant: the sessions differ from each other
   assert not np.array_equal(in_pool["a"][1]["next_tokens"], in_pool["b"][1]["next_tokens"])
+
+
+@pytest.mark.parametrize("depth_layers", [0, 2], ids=["parallel_heads", "depth_head"])
+def test_the_drawing_step_skips_the_in_groups_heads_and_draws_the_same(depth_layers):
+  """Without `with_logits` the step computes no in-group head (fewer FLOPs), yet draws, decodes and
+  carries exactly what the step that computes every head does."""
+  eng = engine(2, depth_layers=depth_layers)
+  inputs = random_inputs(eng, 6, seed=21)
+  steps = {w: jax.jit(lambda p, s, x, a, r, w=w: eng.step_fn(p, s, x, a, r, with_logits=w)) for w in (False, True)}
+  active, reset = np.ones(2, bool), np.ones(2, bool)
+  lean_cost = steps[False].lower(eng.params, eng.init_state(5), unit(inputs, 0), active, reset).compile()
+  full_cost = steps[True].lower(eng.params, eng.init_state(5), unit(inputs, 0), active, reset).compile()
+  assert lean_cost.cost_analysis()["flops"] < full_cost.cost_analysis()["flops"]
+  states = {w: eng.init_state(5) for w in (False, True)}
+  for t in range(6):
+    outs = {}
+    for w in (False, True):
+      states[w], outs[w] = steps[w](eng.params, states[w], unit(inputs, t), active, reset if t == 0 else ~reset)
+    assert "logits" not in outs[False] and set(outs[True]["logits"]) == {"text", "audio", "video"}
+    for k in OUT_KEYS:
+      np.testing.assert_array_equal(np.asarray(outs[False][k]), np.asarray(outs[True][k]), err_msg=f"unit {t} {k}")
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(states[False]), jax.device_get(states[True]))
+  assert len(np.unique(np.asarray(outs[False]["next_tokens"]))) > 1  # drawn, not constant

@@ -124,10 +124,11 @@ class UnitLayout:
     s = self.group_slices[group]
     return s.stop - s.start
 
-  def slice_in_kind(self, group: str) -> slice:
-    """Where `group`'s slots sit among its kind's slots of one unit (the order `take_kind` gives them)."""
+  def slice_in_kind(self, group: str, groups=None) -> slice:
+    """Where `group`'s slots sit among its kind's slots of one unit (the order `take_kind` gives them;
+    with `groups`, among the listed groups' slots: the order `take_groups(x, kind, groups)` gives them)."""
     kind = group.split("_")[0]
-    names = self.group_names(kind)
+    names = [g for g in self.group_names(kind) if groups is None or g in groups or g == group]
     start = sum(self.group_size(g) for g in names[:names.index(group)])
     return slice(start, start + self.group_size(group))
 

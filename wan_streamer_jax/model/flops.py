@@ -72,20 +72,21 @@ def forward_flops_per_token(cfg: Config, units: int, groups=None) -> float:
 def train_flops_per_token(cfg: Config, units: int | None = None) -> float:
   """Forward + backward (3 forwards, the heads of `losses.weighted_groups(cfg)` only), one more forward
   (every head) under `train.own_stream_sampling`, and under `train.own_history` the rollout of its rows
-  (`own_history.rollout_rows` of the batch, unsharded: every head; the depth head's slot-by-slot draws
-  counted as their forward)."""
+  (`own_history.rollout_rows` of the batch, unsharded: the out groups' heads only, as the streaming
+  step; the depth head's slot-by-slot draws counted as their forward)."""
   from wan_streamer_jax.model.losses import weighted_groups
   units = units or cfg.train.units_per_example
   rows = rollout_rows(cfg.train.own_history, cfg.train.batch_size)
-  extra = (cfg.train.own_stream_sampling > 0) + rows / cfg.train.batch_size
   return (3 * forward_flops_per_token(cfg, units, weighted_groups(cfg))
-          + extra * forward_flops_per_token(cfg, units))
+          + (cfg.train.own_stream_sampling > 0) * forward_flops_per_token(cfg, units)
+          + rows / cfg.train.batch_size * forward_flops_per_token(cfg, units, schedule.OUT_GROUPS))
 
 
 def streaming_flops_per_unit(cfg: Config, context_units: int) -> float:
-  """Forward FLOPs of one streaming step (one unit of queries) with `context_units` cached."""
+  """Forward FLOPs of one streaming step (one unit of queries) with `context_units` cached (the out
+  groups' heads only: the engine computes no in-group logits unless asked for them)."""
   m = cfg.model
-  c = model_cost(cfg)
+  c = model_cost(cfg, schedule.OUT_GROUPS)
   ctx = context_units + 1
   if m.window_units is not None:
     ctx = min(ctx, m.window_units + m.sink_units)

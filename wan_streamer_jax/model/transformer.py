@@ -278,8 +278,10 @@ class WanStreamer(nnx.Module):
       depth_tokens: training only: int32 like `tokens`, what the depth head is teacher-forced with
         (default `tokens`; the train step passes the clean `target_tokens`, whose out slots differ from
         the inputs' where `train.own_stream_swap` swapped them).
-      groups: training only: the groups whose logits are computed (None: all; the train step passes
-        `losses.weighted_groups(cfg)`: a group the loss weighs 0 costs no head matmul, softmax or gradient).
+      groups: the groups whose logits are computed (None: all). The train step passes
+        `losses.weighted_groups(cfg)` (a group the loss weighs 0 costs no head matmul, softmax or
+        gradient); decode callers that only draw pass `schedule.OUT_GROUPS` (the streaming engine, the
+        own-history rollout: the in groups' heads are never read there).
     Returns:
       dict kind -> float32 logits `[batch, n_kind_slots, padded_vocab]` at the
       sequence positions `layout.tile(units).kind_indices[kind]` (with `groups`: the listed groups'
@@ -295,7 +297,7 @@ class WanStreamer(nnx.Module):
     if segment_ids is None:
       segment_ids = jnp.ones((b, s), jnp.int32)
     if cache is not None:
-      return self._decode(tokens, segment_ids, unit_ids, cache, return_hidden)
+      return self._decode(tokens, segment_ids, unit_ids, cache, return_hidden, groups)
     x = self.trunk(tokens, segment_ids, unit_ids)
     logits = {k: self.logits(x, k, groups) for k in KINDS}
     if self.depth is not None:
@@ -317,7 +319,7 @@ class WanStreamer(nnx.Module):
     metadata = self._metadata(unit_ids, unit_ids, segment_ids, segment_ids, self.attention_tiles())
     return self.run_blocks(self.embed_tokens(tokens), self.rope(unit_ids), ids, metadata)
 
-  def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache, return_hidden: bool):
+  def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache, return_hidden: bool, groups=None):
     b, s = tokens.shape
     L = self.layout.tokens_per_unit
     m = self.cfg.model
@@ -339,7 +341,7 @@ class WanStreamer(nnx.Module):
     metadata = self._metadata(unit_ids, kv_unit, segment_ids, kv_segment, self.attention_tiles())
     x = self.embed_tokens(tokens)
     x, k, v = self.run_blocks(x, self.rope(unit_ids), ids, metadata, cache, (offset, keep))
-    out = ({kind: self.logits(x, kind) for kind in KINDS}, KVCache(k, v, kv_unit, kv_segment))
+    out = ({kind: self.logits(x, kind, groups) for kind in KINDS}, KVCache(k, v, kv_unit, kv_segment))
     return out + (x,) if return_hidden else out
 
   def init_cache(self, batch: int, max_units: int | None = None) -> KVCache:

@@ -235,6 +235,10 @@ class StreamingEngine:
     self.check_state(state)
     return self.compiled_step(params, state, inputs, active, reset)
 
+  def model(self, params: dict | None = None) -> WanStreamer:
+    """The engine's `WanStreamer` over `params` (default the engine's own `self.params`)."""
+    return self._model((self.params if params is None else params)["model"])
+
   def _model(self, flat: dict) -> WanStreamer:
     return nnx.merge(self._graphdef, jax.tree.unflatten(self._model_treedef, [flat[k] for k in self._model_keys]))
 
@@ -272,15 +276,17 @@ class StreamingEngine:
 
     segment = jnp.broadcast_to(active.astype(jnp.int32)[:, None], (S, L))  # 0: inactive, no cache write
     model = self._model(params["model"])
+    # only the out groups' heads unless the caller reads the logits (the in groups' are never drawn)
+    groups = None if with_logits else schedule.OUT_GROUPS
     logits, cache, hidden = model(tokens, segment, jnp.broadcast_to(unit[:, None], (S, L)), cache=cache,
-                                  return_hidden=True)
+                                  return_hidden=True, groups=groups)
 
     rng_next, keys = split_keys(rng, len(schedule.OUT_GROUPS))
     keys = dict(zip(schedule.OUT_GROUPS, keys))
     forced = None if forced_out is None else dict(zip(schedule.OUT_GROUPS,
                                                       jnp.split(forced_out.astype(jnp.int32), splits, axis=1)))
     # text_out, audio_out slot by slot through the depth head (forced ones fed back as recorded)
-    sampled, logits = draw_out_groups(model, lay, logits, hidden, keys, self.sampling, forced)
+    sampled, logits = draw_out_groups(model, lay, logits, hidden, keys, self.sampling, forced, groups)
     next_tokens = jnp.concatenate([sampled[g] for g in schedule.OUT_GROUPS], axis=1)  # [S, n_out]
     out_stream = next_tokens if forced_out is None else forced_out.astype(jnp.int32)
     emitted = dict(zip(schedule.OUT_GROUPS, jnp.split(out_stream, splits, axis=1)))

@@ -97,13 +97,15 @@ def seed_keys(seeds):
   return jax.vmap(jax.random.PRNGKey)(seeds)
 
 
-def draw_out_groups(model, layout, logits: dict, hidden, keys: dict, sampling: SamplingConfig, forced=None):
+def draw_out_groups(model, layout, logits: dict, hidden, keys: dict, sampling: SamplingConfig, forced=None,
+                    groups=None):
   """Draws the model's next unit: every out group's tokens from one decode step's outputs.
 
   Text and audio go slot by slot through the depth head when the model has one (`forced` tokens,
   group -> int32 `[n, n_group]`, are fed back instead of the draws), the other groups in parallel.
   Args: `logits` kind -> float32 `[n, n_kind, V_pad]` and `hidden` `[n, L, d]` of `model(..., cache=...,
-  return_hidden=True)`; `keys` out group -> uint32 `[n, 2]`.
+  return_hidden=True, groups=groups)` (`groups`, None: every group, else the groups whose logits the model
+  computed, every out group among them); `keys` out group -> uint32 `[n, 2]`.
   Returns (out group -> int32 `[n, n_group]` the draws, the logits with the depth head's merged in).
   """
   sampled = {}
@@ -114,5 +116,5 @@ def draw_out_groups(model, layout, logits: dict, hidden, keys: dict, sampling: S
   for g in schedule.OUT_GROUPS:
     if g not in sampled:
       kind = g.split("_")[0]
-      sampled[g] = sample(logits[kind][:, layout.slice_in_kind(g)], keys[g], *sampling.for_kind(kind))
+      sampled[g] = sample(logits[kind][:, layout.slice_in_kind(g, groups)], keys[g], *sampling.for_kind(kind))
   return sampled, logits

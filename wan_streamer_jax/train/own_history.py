@@ -89,9 +89,10 @@ def rollout(cfg: Config, model, tokens, segment_ids, unit_ids, use_own, keys,
     for g in groups:
       sl = layout.group_slices[g]
       unit = unit.at[:, sl].set(jnp.where(own[:, None], prev[g], unit[:, sl]))
-    logits, cache, hidden = model(unit, seg, ids, cache=cache, return_hidden=True)
+    logits, cache, hidden = model(unit, seg, ids, cache=cache, return_hidden=True, groups=schedule.OUT_GROUPS)
     keys, drawn = split_keys(keys, len(schedule.OUT_GROUPS))
-    drawn, _ = draw_out_groups(model, layout, logits, hidden, dict(zip(schedule.OUT_GROUPS, drawn)), sampling)
+    drawn, _ = draw_out_groups(model, layout, logits, hidden, dict(zip(schedule.OUT_GROUPS, drawn)), sampling,
+                               groups=schedule.OUT_GROUPS)
     return (params, cache, {g: drawn[g] for g in groups}, keys), unit
 
   prev = {g: jnp.zeros((b, layout.group_size(g)), jnp.int32) for g in groups}
