@@ -5,23 +5,30 @@
     python -m launch.evaluate --config=configs/small.py --audio_codec=/tmp/codec_runs/audio ...     # + codec round trip
     python -m launch.evaluate --config=configs/small.py --checkpoint=/tmp/wan_run \
         --audio_codec=/tmp/codec_runs/audio --video_codec=/tmp/codec_runs/video --num=100      # a trained model
+    python -m launch.evaluate --checkpoint=/tmp/wan_demo/own_history --data_dir=/tmp/wan_demo/corpus \
+        --corpus_size=small --audio_codec=/tmp/wan_demo/audio_codec --video_codec=/tmp/wan_demo/video_codec \
+        --tokens=/tmp/wan_demo/tokens --num=32                                # + the task probe (demo workdir)
 
 Rows: `reference` (the corpus' model streams played as the model: the ceiling),
 `reference_codec` (its speech through `--audio_codec`), `model` (the streaming
 engine, free-running, the user teacher-forced). Prints the headline table and
 writes `out_dir/report.json`, `out_dir/timelines/*.png`, `out_dir/media/*` (stereo
-WAV: user left, model right; MP4: user | avatar with both voices).
+WAV: user left, model right; MP4: user | avatar with both voices). With `--tokens` (the
+corpus' token shards, `launch.tokenize`) also `out_dir/task_probe.json`: the model row's
+task read-out (`evaluation/task_probe.py`), teacher-forced and on its own drawn streams.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from wan_streamer_jax.config import Config
-from wan_streamer_jax.evaluation import runner
+from wan_streamer_jax.evaluation import runner, task_probe
 from wan_streamer_jax.evaluation.settings import EvalSettings
 from wan_streamer_jax.streaming.sampling import SamplingConfig
 
@@ -52,10 +59,29 @@ _TEXT_TOP_K = flags.DEFINE_integer("text_top_k", _SAMPLING.text_top_k, "Model ro
 _RECOGNISER = flags.DEFINE_bool("recognizer", True, "Judge the speech with pocketsphinx.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write a timeline PNG per dialogue and row.")
 _MEDIA = flags.DEFINE_bool("media", True, "Write the stereo WAV, side-by-side MP4 and streams per dialogue and row.")
+_TOKENS = flags.DEFINE_string("tokens", None, "Token shards of the corpus (launch.tokenize --out_dir): adds the "
+                              "model row's task probe (needs --checkpoint or --model=random).")
+_PROBE_FIT = flags.DEFINE_integer("probe_fit", task_probe.FIT_CONVERSATIONS,
+                                  "Train-split conversations the task probe's read-out is fitted on.")
+
+
+def _check_flags():
+  """Flag combinations that cannot work, refused before anything is built or compiled."""
+  has_model = bool(_CHECKPOINT.value) or _MODEL.value == "random"
+  if _TOKENS.value is not None:
+    if not has_model:
+      raise ValueError("--tokens: the task probe reads the model row; expected --checkpoint or --model=random")
+    if not os.path.isdir(os.path.join(_TOKENS.value, "train")) or not os.path.isdir(
+        os.path.join(_TOKENS.value, _SPLIT.value)):
+      raise ValueError(f"--tokens: expected launch.tokenize's output folder with train/ and {_SPLIT.value}/ "
+                       f"shards, got {_TOKENS.value!r}")
+  if _PROBE_FIT.value < 1:
+    raise ValueError(f"--probe_fit: expected an int >= 1, got {_PROBE_FIT.value}")
 
 
 def main(argv):
   del argv
+  _check_flags()
   cfg = Config.from_dict(_CONFIG.value)
   if _CHECKPOINT.value and not flags.FLAGS["config"].present:  # the run's own config
     from wan_streamer_jax.export.checkpoints import load_run_config
@@ -85,6 +111,15 @@ def main(argv):
   if result.get("targets"):
     from wan_streamer_jax.evaluation.report import targets_table
     print("\n" + targets_table(result["targets"]))
+  if _TOKENS.value is not None:
+    fit = runner.corpus_dialogues(cfg, split="train", num=_PROBE_FIT.value, data_dir=_DATA_DIR.value,
+                                  corpus_size=_SIZE.value, seed=_SEED.value)
+    probe = task_probe.model_task_knowledge(engine.model(), _TOKENS.value, fit, examples,
+                                            result["own_out_tokens"], eval_split=_SPLIT.value)
+    path = os.path.join(_OUT.value, "task_probe.json")
+    with open(path, "w") as f:
+      json.dump(probe, f, indent=1)
+    print(f"\ntask probe ({path}): {json.dumps(task_probe.probe_headline(probe))}")
   files = result["files"]
   print(f"report: {files['report']}  timelines: {len(files['timelines'])} PNGs  media: {len(files.get('media', []))} "
         f"files under {_OUT.value}/media")

@@ -134,6 +134,33 @@ def test_every_stage_writes_finite_outputs(chain):
   assert s["files"]["mp4"] in result["table"]
 
 
+def test_launch_evaluate_runs_the_task_probe_on_a_demo_workdir(chain, tmp_path):
+  """`launch.evaluate --tokens` on the demo's own stage folders: the same task read-out as the evaluate
+  stage's (same model, fit and test conversations, same draws); `--tokens` without a model is refused."""
+  import subprocess
+  import sys
+  workdir, result = chain
+  stage = result["stages"]["evaluate"]["result"]["task_probe"]
+  d = {n: os.path.join(workdir, n) for n in STAGES}
+  out = str(tmp_path / "eval")
+  cmd = [sys.executable, "-m", "launch.evaluate", f"--checkpoint={d['own_history']}", f"--data_dir={d['corpus']}",
+         "--corpus_size=tiny", f"--audio_codec={d['audio_codec']}", f"--video_codec={d['video_codec']}",
+         f"--tokens={d['tokens']}", "--num=2", "--num_slots=2", "--recognizer=false", "--plots=false",
+         "--media=false", f"--out_dir={out}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(out, "task_probe.json")) as f:
+    probe = json.load(f)
+  assert probe["fit_events"] > 0
+  for context in ("teacher_forced", "free_running"):
+    assert probe[context]["events"] == stage[context]["events"] > 0
+    assert probe[context]["accuracy"] == pytest.approx(stage[context]["accuracy"]), context
+  bad = subprocess.run([sys.executable, "-m", "launch.evaluate", "--config=configs/tiny.py", f"--tokens={d['tokens']}",
+                        f"--out_dir={out}_bad"], capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "--tokens" in bad.stderr and "--checkpoint" in bad.stderr
+  assert not os.path.exists(out + "_bad")  # refused before anything was built or written
+
+
 def test_rerun_skips_every_finished_stage(chain):
   workdir, first = chain
   mtimes = {n: os.path.getmtime(os.path.join(workdir, n, "DONE.json")) for n in STAGES}

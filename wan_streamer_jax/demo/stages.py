@@ -152,15 +152,12 @@ def demo_engine(model_dir: str, audio_dir: str, video_dir: str, num_slots: int):
   return StreamingEngine(cfg, model, audio, video, num_slots=num_slots)
 
 
-# conversations of the train split the task probe's read-out is fitted on (evaluation/task_probe.py)
-TASK_PROBE_FIT_CONVERSATIONS = 200
-
-
 def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, audio_dir: str,
                  video_dir: str, token_dir: str, progress: bool = True) -> dict:
   from wan_streamer_jax.codecs.training import load_codec
   from wan_streamer_jax.evaluation import runner
   from wan_streamer_jax.evaluation.settings import EvalSettings
+  from wan_streamer_jax.evaluation.task_probe import probe_headline
   cfg = plan.model_config()
   source = corpus_builder(plan, corpus_dir).as_data_source("test")
   examples = [source[i] for i in range(min(len(source), plan.eval_dialogues))]
@@ -169,58 +166,25 @@ def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str
   result = runner.evaluate(examples, cfg, stage_dir, engine=engine, audio_codec=audio,
                            settings=EvalSettings(use_recognizer=plan.recognizer), plot=True, media=True,
                            mp4=plan.eval_mp4, progress=progress)
-  probe = task_probe(plan, corpus_dir, token_dir, model_dir, engine.cfg, examples, result["own_out_tokens"])
+  probe = task_probe(plan, corpus_dir, token_dir, engine, examples, result["own_out_tokens"])
   path = os.path.join(stage_dir, "task_probe.json")
   with open(path, "w") as f:
     json.dump(probe, f, indent=1)
   return {"report": result["files"]["report"], "timelines": result["files"]["timelines"],
           "media_dir": os.path.join(stage_dir, "media"),
           "headline": result["headline"], "table": result["table"], "targets": result.get("targets"),
-          "dialogues": len(examples), "task_probe": {"file": path, **_task_probe_headline(probe)}}
+          "dialogues": len(examples), "task_probe": {"file": path, **probe_headline(probe)}}
 
 
-def task_probe(plan: DemoPlan, corpus_dir: str, token_dir: str, model_dir: str, cfg, examples: list[dict],
-               own: dict) -> dict:
-  """`evaluation.task_probe.task_knowledge` of the model at `model_dir`: the read-out fitted teacher-forced
-  on the train split's first `TASK_PROBE_FIT_CONVERSATIONS` conversations, scored on the evaluated test
-  `examples` teacher-forced and in the context the engine drew free-running (`own`: the evaluation's
-  `own_out_tokens`)."""
-  from flax import nnx
-  from data_pipelines.token_data import TokenDataSource
-  from wan_streamer_jax.evaluation import runner
-  from wan_streamer_jax.evaluation.task_probe import task_knowledge
-  from wan_streamer_jax.train.checkpoint import load_model
-  model, _, _, _ = load_model(model_dir, "transformer")
-  forward = nnx.jit(lambda m, t, s, u: m.trunk(t, s, u))
-  trunk = lambda t, s, u: forward(model, t, s, u)  # noqa: E731
-
-  def pairs(split, corpus_examples):
-    meta = {runner.conversation_id(ex): ex["metadata"] for ex in corpus_examples}
-    tokens = TokenDataSource(token_dir, split)
-    out = []
-    for i in range(len(tokens)):
-      t = tokens[i]
-      if str(t["conversation_id"]) in meta:
-        out.append((t, meta[str(t["conversation_id"])]))
-        if len(out) == len(meta):  # every asked conversation found: the rest of the split is not read
-          break
-    return out
-
+def task_probe(plan: DemoPlan, corpus_dir: str, token_dir: str, engine, examples: list[dict], own: dict) -> dict:
+  """`evaluation.task_probe.model_task_knowledge` of the engine's Transformer: the read-out fitted
+  teacher-forced on the train split's first `task_probe.FIT_CONVERSATIONS` conversations, scored on the
+  evaluated test `examples` teacher-forced and in the context the engine drew free-running (`own`: the
+  evaluation's `own_out_tokens`)."""
+  from wan_streamer_jax.evaluation.task_probe import FIT_CONVERSATIONS, model_task_knowledge
   train = corpus_builder(plan, corpus_dir).as_data_source("train")
-  fit = pairs("train", [train[i] for i in range(min(len(train), TASK_PROBE_FIT_CONVERSATIONS))])
-  return task_knowledge(trunk, cfg, fit, pairs("test", examples), own)
-
-
-def _task_probe_headline(probe: dict) -> dict:
-  """Accuracy of the task read-out, all events and the story's pauses, teacher-forced / free-running."""
-  out = {}
-  for context in ("teacher_forced", "free_running"):
-    sc = probe.get(context)
-    if sc:
-      pause = sc["per_task"].get("story_pause")
-      out[context] = {"events": sc["events"], "accuracy": sc["accuracy"],
-                      "story_pause": None if pause is None else pause["right"] / pause["n"]}
-  return out
+  fit = [train[i] for i in range(min(len(train), FIT_CONVERSATIONS))]
+  return model_task_knowledge(engine.model(), token_dir, fit, examples, own)
 
 
 def run_stream(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, audio_dir: str,

@@ -212,6 +212,14 @@ def held_out_dialogues(cfg: Config, *, split: str = "test", num: int = 16, start
   """Held-out corpus dialogues: read from a built corpus at `data_dir`, else generated (the same bytes)."""
   if split == "train":
     raise ValueError("held_out_dialogues: split must be a held-out split (validation | test), got 'train'")
+  return corpus_dialogues(cfg, split=split, num=num, start=start, data_dir=data_dir, corpus_size=corpus_size,
+                          seed=seed)
+
+
+def corpus_dialogues(cfg: Config, *, split: str, num: int, start: int = 0, data_dir: str | None = None,
+                     corpus_size: str = "small", seed: int = 0) -> list[dict]:
+  """Dialogues `start .. start + num` of a corpus split (train too: the task probe's fit set), as
+  `held_out_dialogues` reads them."""
   if data_dir:
     from data_pipelines.synthetic_builder import make_synthetic_builder
     builder = make_synthetic_builder(cfg, corpus_size, data_dir=os.path.expanduser(data_dir), seed=seed)

@@ -29,6 +29,9 @@ from wan_streamer_jax import schedule
 from wan_streamer_jax.config import GROUPS, Config
 from wan_streamer_jax.evaluation.hearing import bucketed
 
+# conversations of the train split the read-out is fitted on (the demo's evaluate stage, launch.evaluate)
+FIT_CONVERSATIONS = 200
+
 
 def decision_events(metadata: dict | str | bytes, num_units: int) -> list[tuple[int, str]]:
   """`(unit, label)` of every spoken user utterance another turn follows, in time order.
@@ -139,4 +142,50 @@ def task_knowledge(trunk_fn, cfg: Config, fit_examples: list[tuple[dict, dict]],
   if own_out is not None:
     x_own, y_own = gather(eval_examples, own_out)
     out["free_running"] = score(predict(x_own), y_own)
+  return out
+
+
+def token_pairs(token_dir: str, split: str, corpus_examples: list[dict]) -> list[tuple[dict, dict]]:
+  """`(token example, corpus metadata)` of each of `corpus_examples` (corpus dicts of `split`) found in the
+  token shards at `token_dir` (`launch.tokenize`), in the shards' order; the rest of the split is not read
+  once every asked conversation is found."""
+  from data_pipelines.token_data import TokenDataSource
+  from wan_streamer_jax.evaluation.runner import conversation_id
+  meta = {conversation_id(ex): ex["metadata"] for ex in corpus_examples}
+  tokens = TokenDataSource(token_dir, split)
+  out = []
+  for i in range(len(tokens)):
+    t = tokens[i]
+    if conversation_id(t) in meta:
+      out.append((t, meta[conversation_id(t)]))
+      if len(out) == len(meta):
+        break
+  return out
+
+
+def model_task_knowledge(model, token_dir: str, fit_corpus: list[dict], eval_corpus: list[dict],
+                         own_out: dict | None = None, eval_split: str = "test") -> dict:
+  """`task_knowledge` of a `WanStreamer` (e.g. `StreamingEngine.model()`): the read-out fitted teacher-forced
+  on `fit_corpus` (corpus dicts of the train split), scored on `eval_corpus` (of `eval_split`), both
+  read from the token shards at `token_dir`; `own_out` as `task_knowledge`'s."""
+  from flax import nnx
+  forward = nnx.jit(lambda m, t, s, u: m.trunk(t, s, u))
+  trunk = lambda t, s, u: forward(model, t, s, u)  # noqa: E731
+  fit = token_pairs(token_dir, "train", fit_corpus)
+  evals = token_pairs(token_dir, eval_split, eval_corpus)
+  if len(evals) < len(eval_corpus):
+    raise ValueError(f"token_dir: expected the token shards of the evaluated conversations' corpus, "
+                     f"{len(evals)} of the {len(eval_corpus)} {eval_split} conversations found in {token_dir}")
+  return task_knowledge(trunk, model.cfg, fit, evals, own_out)
+
+
+def probe_headline(probe: dict) -> dict:
+  """Accuracy of the task read-out, all events and the story's pauses, teacher-forced / free-running."""
+  out = {}
+  for context in ("teacher_forced", "free_running"):
+    sc = probe.get(context)
+    if sc:
+      pause = sc["per_task"].get("story_pause")
+      out[context] = {"events": sc["events"], "accuracy": sc["accuracy"],
+                      "story_pause": None if pause is None else pause["right"] / pause["n"]}
   return out
