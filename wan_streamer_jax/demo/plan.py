@@ -1,7 +1,7 @@
 """What a demo run does at each stage: the `DemoPlan` (sizes, steps) and its two presets.
 
     plan = QUICK          # python -m launch.demo --quick: the whole chain in minutes, weak figures
-    plan = DOCUMENTED     # python -m launch.demo: the documented run (about 1 h 55 min on 2 idle CPU cores)
+    plan = DOCUMENTED     # python -m launch.demo: the documented run (1 h 54 min - 2 h 16 min on 2 idle CPU cores)
 
 A plan names a shipped model config (`configs/demo.py`, `configs/demo_tiny.py`)
 and the schedule of every stage. The codec run configs are the model config's
@@ -149,7 +149,8 @@ QUICK = DemoPlan(
     transformer_steps=150, eval_dialogues=4, eval_slots=4, eval_mp4=False, weak=True,
     own_history=OwnHistoryRun(num_steps=20, rate=0.5, warmup_steps=5))
 
-# The documented run (about 1 h 55 min on 2 idle CPU cores, 13 min of it the own_history stage; see the
+# The documented run (1 h 54 min from stage times measured alone; 2 h 16 min uninterrupted on a slower
+# machine, run 15; 13-14 min of it the own_history stage; see the
 # README's "The demo" for the measured stage times this schedule is planned from).
 DOCUMENTED = DemoPlan(
     name="documented", config="demo", corpus_size="small",
