@@ -69,3 +69,35 @@ def test_new_layouts_do_not_retrace(cases):
     step(q, k, v, dict(q_unit=unit, kv_unit=unit, q_segment=seg, kv_segment=seg))
   assert len(traces) == 1
   assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("units,window,sinks,chunks", [(33, 24, 1, (1, 2, 3, 4, 7)), (17, 3, 5, (2, 3, 5)),
+                                                      (20, None, 0, (3, 6))])
+def test_the_chunk_choice_counts_the_pairs_the_kernel_visits(units, window, sinks, chunks):
+  """`visited_chunk_pairs` (what `unit_chunk_tokens` minimises) is the number of chunk pairs the
+  metadata lists for a whole-unit-chunked training window (ragged last chunks included)."""
+  from wan_streamer_jax.kernels.xla import visited_chunk_pairs
+  L = 8
+  unit = jnp.asarray(np.repeat(np.arange(units, dtype=np.int32), L)[None])
+  for n in chunks:
+    meta = prepare_attention(unit, unit, window_units=window, sink_units=sinks, impl="xla",
+                             block_q=n * L, block_k=n * L)
+    assert int(jnp.sum(meta.fwd_num)) == visited_chunk_pairs(units, n, window_units=window,
+                                                              sink_units=sinks), n
+
+
+def test_the_demo_window_gets_three_unit_chunks_and_stays_exact():
+  """The demo's 33-unit training windows of 48 tokens: 3-unit chunks (11 of them, no padding;
+  2-unit chunks, the decode rule, pad to 17); the chunked kernel at that size matches the oracle."""
+  from wan_streamer_jax.config import load_config
+  from wan_streamer_jax.kernels.xla import unit_chunk_tokens
+  cfg = load_config("demo")
+  m, units = cfg.model, cfg.train.units_per_example
+  assert unit_chunk_tokens(48, units, window_units=m.window_units, sink_units=m.sink_units) == 144
+  assert unit_chunk_tokens(48) == 96 and unit_chunk_tokens(176) == 176 and unit_chunk_tokens(32) == 128
+  case = testing.make_case("window", seed=3, length=288, unit_sizes=(48,))
+  out, grads = testing.run_case(case, "xla", block_q=144, block_k=144)
+  ref_out, ref_grads = testing.run_case(case, "reference")
+  assert testing.rel_err(out, ref_out) <= 1e-5
+  for name, g, r in zip("qkv", grads, ref_grads):
+    assert testing.rel_err(g, r) <= 1e-5, name

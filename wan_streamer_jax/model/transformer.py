@@ -26,6 +26,7 @@ from jax import lax
 
 from wan_streamer_jax import kernels, schedule
 from wan_streamer_jax.config import GROUPS, KINDS, Config
+from wan_streamer_jax.kernels.xla import unit_chunk_tokens
 from wan_streamer_jax.model.code_embedding import CodeDigitEmbedding
 from wan_streamer_jax.model.depth_head import DEPTH_GROUPS, DepthHead, depth_segments, depth_slots
 from wan_streamer_jax.model.kv_cache import KVCache, ring_offset, write_rows
@@ -208,15 +209,16 @@ class WanStreamer(nnx.Module):
       tokens[group], logits[kind] = toks, lgs[:, None]
     return tokens, logits
 
-  def attention_tiles(self) -> dict:
-    """Chunk sizes for the `xla` attention: whole units (>= 128 tokens), so that chunk
-    pairs are fully visible or fully masked and no element mask is needed in training
-    (measured on CPU, small config: 26% faster fwd+bwd than 128-token chunks).
-    Pallas keeps its per-backend tiles (hardware alignment)."""
+  def attention_tiles(self, q_units: int | None = None) -> dict:
+    """Chunk sizes for the `xla` attention (`kernels.xla.unit_chunk_tokens`: whole units; training
+    windows of `q_units` units get the least visited area of chunks >= 128 tokens, decode
+    (`q_units=None`) the largest whole-unit chunk <= 128 tokens). Pallas keeps its per-backend tiles
+    (hardware alignment)."""
     if kernels.resolve_impl(self.cfg.model.attention_impl) != "xla":
       return {}
-    L = self.layout.tokens_per_unit
-    tile = L * max(1, 128 // L)
+    m = self.cfg.model
+    tile = unit_chunk_tokens(self.layout.tokens_per_unit, q_units, window_units=m.window_units,
+                             sink_units=m.sink_units)
     return {"block_q": tile, "block_k": tile}
 
   def run_blocks(self, x, rope, ids, metadata, cache: KVCache | None = None, write=None):
@@ -316,7 +318,7 @@ class WanStreamer(nnx.Module):
     if unit_ids is None:
       unit_ids = jnp.broadcast_to(jnp.asarray(self.layout.tile(s // L).unit_index)[None], (b, s))
     ids = {"q_unit": unit_ids, "q_segment": segment_ids, "kv_unit": unit_ids, "kv_segment": segment_ids}
-    metadata = self._metadata(unit_ids, unit_ids, segment_ids, segment_ids, self.attention_tiles())
+    metadata = self._metadata(unit_ids, unit_ids, segment_ids, segment_ids, self.attention_tiles(s // L))
     return self.run_blocks(self.embed_tokens(tokens), self.rope(unit_ids), ids, metadata)
 
   def _decode(self, tokens, segment_ids, unit_ids, cache: KVCache, return_hidden: bool, groups=None):
@@ -337,7 +339,6 @@ class WanStreamer(nnx.Module):
     kv_unit = write_rows(cache.unit_ids, unit_ids, offset, keep)
     kv_segment = write_rows(cache.segment_ids, segment_ids, offset, keep)
     ids = {"q_unit": unit_ids, "q_segment": segment_ids, "kv_unit": kv_unit, "kv_segment": kv_segment}
-    # whole-unit chunks here too (measured: one cache-sized key chunk costs 40% more CPU time)
     metadata = self._metadata(unit_ids, kv_unit, segment_ids, kv_segment, self.attention_tiles())
     x = self.embed_tokens(tokens)
     x, k, v = self.run_blocks(x, self.rope(unit_ids), ids, metadata, cache, (offset, keep))
