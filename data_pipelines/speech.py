@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal
@@ -176,6 +177,24 @@ class SpeechSynthesizer:
       if len(self._cache) > self._cache_size:
         self._cache.popitem(last=False)
       return utt
+
+  def say_in_parts(self, parts: Sequence[str], voice: Voice) -> Utterance:
+    """`parts` synthesised one by one and joined (each trimmed and peak-normalised on its own): the
+    audio of a part depends on nothing said after it. A whole sentence from eSpeak does not have
+    that property: its intonation and its peak normalisation read the whole sentence, so e.g. the
+    "the shape is" of "the shape is purple." differs from the one before "red" (RMS 0.2-0.45 of the
+    signal, gain 0.85-1.0). A causal speaker (the model, one unit at a time) cannot say the former
+    without having chosen the colour; a corpus made of such sentences lets teacher forcing read
+    the answer off the reply's own voice before it is due (`CorpusSpec.causal_replies`)."""
+    utts = [self.say(p, voice) for p in parts]
+    words, offset = [], 0
+    for u in utts:
+      words += [Word(w.text, w.start + offset, w.end + offset) for w in u.words]
+      offset += u.num_samples
+    audio = np.concatenate([u.audio for u in utts]).astype(np.float32)
+    audio.setflags(write=False)
+    return Utterance(text=" ".join(parts), voice=voice, audio=audio, words=tuple(words),
+                     sample_rate=self.sample_rate)
 
   def _postprocess(self, text: str, voice: Voice, reply: dict) -> Utterance:
     raw = np.frombuffer(reply["samples"], "<i2").astype(np.float32) / 32768.0

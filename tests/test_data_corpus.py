@@ -176,3 +176,41 @@ def test_text_layout_queue_and_specials():
 def test_number_words():
   assert dialogues.number_words(0) == "zero" and dialogues.number_words(42) == "forty two"
   assert dialogues.number_words(100) == "one hundred" and dialogues.number_words(70) == "seventy"
+
+
+def test_causal_replies_do_not_voice_the_answer_before_it_is_due():
+  """eSpeak's whole-sentence replies leak the answer into the voice before it (intonation and peak
+  normalisation read the whole sentence); `say_in_parts` around the answer does not."""
+  from data_pipelines.timeline import answer_parts
+  assert answer_parts("the shape is purple.", "purple") == ["the shape is", "purple."]
+  assert answer_parts("seven times zero is zero.", "zero") == ["seven times zero is", "zero."]
+  assert answer_parts("I do not see any shape.", "I do not see any shape") == ["I do not see any shape."]
+  with speech.SpeechSynthesizer(16000) as s:
+    whole = {c: s.say(f"the shape is {c}.", speech.MODEL_VOICE) for c in ("red", "purple")}
+    parts = {c: s.say_in_parts(answer_parts(f"the shape is {c}.", c), speech.MODEL_VOICE) for c in ("red", "purple")}
+    prefix = s.say("the shape is", speech.MODEL_VOICE)
+  n = min(u.words[3].start for u in whole.values())
+  assert not np.array_equal(whole["red"].audio[:n], whole["purple"].audio[:n])  # the leak
+  for c, u in parts.items():
+    assert u.text == f"the shape is {c}." and [w.text for w in u.words] == ["the", "shape", "is", f"{c}."]
+    assert np.array_equal(u.audio[:prefix.num_samples], prefix.audio)  # nothing of the answer before it
+    assert u.words[3].start >= prefix.num_samples > u.words[2].start
+    assert all(b.start > a.start for a, b in zip(u.words, u.words[1:]))
+
+
+def test_causal_replies_keep_the_dialogue_and_change_only_the_answer_replies_voice():
+  from data_pipelines.synthetic_builder import SyntheticDialoguesConfig
+  causal = CorpusSpec.from_config(CFG, causal_replies=True)
+  assert SyntheticDialoguesConfig(size="tiny", spec=causal).name.endswith("_causal")
+  changed = 0
+  for i in range(3):
+    a, b = generate_conversation(SPEC, "train", i), generate_conversation(causal, "train", i)
+    ma, mb = _meta(a), _meta(b)
+    assert [t["text"] for t in ma["turns"]] == [t["text"] for t in mb["turns"]]  # (two-part replies
+    # run a few ms longer, so later turns may move by a unit)
+    for ans in mb["answers"]:  # the answer is still queued where its voice starts
+      first = ans["answer"].split()[0].encode()
+      window = b["model_text"][ans["start_unit"]:ans["start_unit"] + 3]
+      assert bytes(int(t) for t in window.reshape(-1) if t < 256).find(first) >= 0, ans
+    changed += int(bool(mb["answers"]) and not np.array_equal(a["model_audio"], b["model_audio"]))
+  assert changed >= 1

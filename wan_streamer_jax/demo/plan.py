@@ -66,6 +66,7 @@ class DemoPlan:
   weak: bool = False  # the figures are not meant to show learning (quick runs)
   model_overrides: dict = dataclasses.field(default_factory=dict)  # dotted config overrides
   own_history: OwnHistoryRun | None = None  # None: no `own_history` stage (the Transformer as trained)
+  corpus_spec: dict = dataclasses.field(default_factory=dict)  # `CorpusSpec` overrides, e.g. causal_replies
 
   def model_config(self) -> Config:
     cfg = load_config(self.config, dict(self.model_overrides))
@@ -109,6 +110,8 @@ class DemoPlan:
     corpus = {"config": {"video": {"height": cfg.video.height, "width": cfg.video.width},
                          "audio": {"sample_rate": cfg.audio.sample_rate}, "text": {"text_slots": cfg.text.text_slots}},
               "size": self.corpus_size, "counts": self.corpus_counts}
+    if self.corpus_spec:  # (absent when empty: the fingerprints of runs before the field stay valid)
+      corpus["spec"] = dict(self.corpus_spec)
     # a codec stage reads its own codec's section and its schedule: changing the Transformer or the
     # other codec keeps it (and so does a Transformer-only training field: codecs never read it)
     def codec(kind):

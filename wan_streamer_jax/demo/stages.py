@@ -31,7 +31,7 @@ class Interrupted(Exception):
 def corpus_builder(plan: DemoPlan, corpus_dir: str):
   from data_pipelines.synthetic_builder import make_synthetic_builder
   return make_synthetic_builder(plan.model_config(), plan.corpus_size, data_dir=corpus_dir,
-                                num_examples=dict(plan.corpus_counts))
+                                num_examples=dict(plan.corpus_counts), **plan.corpus_spec)
 
 
 def _scalars(d: dict) -> dict:
