@@ -138,18 +138,10 @@ def probes(model_dir: str, token_dir: str, split: str = "validation") -> dict:
 
 
 def demo_engine(model_dir: str, audio_dir: str, video_dir: str, num_slots: int):
-  """The streaming engine over the demo's trained Transformer and codecs, on one device."""
-  import jax
-  from wan_streamer_jax.codecs.training import load_codec
-  from wan_streamer_jax.config import MeshConfig
-  from wan_streamer_jax.parallel.mesh import make_mesh
-  from wan_streamer_jax.streaming import StreamingEngine
-  from wan_streamer_jax.train.checkpoint import load_model
-  mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-  model, cfg, _, _ = load_model(model_dir, "transformer", mesh=mesh)
-  audio, _, _ = load_codec(audio_dir)
-  video, _, _ = load_codec(video_dir)
-  return StreamingEngine(cfg, model, audio, video, num_slots=num_slots)
+  """The streaming engine over the demo's trained Transformer and codecs, on one device
+  (`export.checkpoints.load_engine`: the engine sampling defaults, the xla attention)."""
+  from wan_streamer_jax.export.checkpoints import load_engine
+  return load_engine(model_dir, audio_codec=audio_dir, video_codec=video_dir, num_slots=num_slots)[0]
 
 
 def run_evaluate(plan: DemoPlan, stage_dir: str, corpus_dir: str, model_dir: str, audio_dir: str,
