@@ -183,7 +183,7 @@ class SpeechSynthesizer:
     audio of a part depends on nothing said after it. A whole sentence from eSpeak does not have
     that property: its intonation and its peak normalisation read the whole sentence, so e.g. the
     "the shape is" of "the shape is purple." differs from the one before "red" (RMS 0.2-0.45 of the
-    signal, gain 0.85-1.0). A causal speaker (the model, one unit at a time) cannot say the former
+    signal; a gain of 0.77-1.08 between them). A causal speaker (the model, one unit at a time) cannot say the former
     without having chosen the colour; a corpus made of such sentences lets teacher forcing read
     the answer off the reply's own voice before it is due (`CorpusSpec.causal_replies`)."""
     utts = [self.say(p, voice) for p in parts]
