@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 
 from data_pipelines import avatar, dialogues, scenes, speech, text_slots, voices
-from data_pipelines.timeline import Timeline
+from data_pipelines.timeline import Timeline, answer_word_starts
 from wan_streamer_jax.config import FRAMES_PER_UNIT, Config
 
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
@@ -209,11 +209,8 @@ def generate_conversation(spec: CorpusSpec, split: str, index: int,
 
 
 def _answer_start_unit(tl: Timeline, turn, answer: str) -> int:
-  """Unit where the first word of `answer` starts being spoken inside `turn` (-1 if it is not said)."""
-  norm = lambda w: w.strip(".,!?:;").lower()  # noqa: E731
-  target = [norm(w) for w in answer.split()]
+  """Unit where the first word of `answer` starts being spoken inside `turn` (-1 if it is not said);
+  its first place in the turn (`timeline.answer_word_starts`)."""
   words = turn.spoken_words()
-  for i, (_, s, _) in enumerate(words):
-    if [norm(x) for x, _, _ in words[i:i + len(target)]] == target:
-      return tl.unit_of(s)
-  return -1
+  starts = answer_word_starts([w for w, _, _ in words], answer)
+  return tl.unit_of(words[starts[0]][1]) if starts else -1

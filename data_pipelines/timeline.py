@@ -192,13 +192,18 @@ class Timeline:
     return max([self.cursor] + [t.end for t in self.turns])
 
 
-def answer_parts(text: str, answer: str) -> list[str]:
-  """`text` split before the last place where `answer` is said (whole words, punctuation and case
-  ignored): `["the shape is", "purple."]`, `["seven times zero is", "zero."]`; `[text]` when the
-  answer starts the reply or is not in it."""
+def answer_word_starts(words, answer: str) -> list[int]:
+  """Indices in `words` (a reply's words, in order) where `answer` is said, whole words with
+  punctuation and case ignored; `[]` when it is not said."""
   norm = lambda w: w.strip(".,!?;:").lower()  # noqa: E731
-  words, target = text.split(), [norm(w) for w in answer.split()]
-  for i in range(len(words) - len(target), 0, -1):
-    if [norm(w) for w in words[i:i + len(target)]] == target:
-      return [" ".join(words[:i]), " ".join(words[i:])]
-  return [text]
+  target, said = [norm(w) for w in answer.split()], [norm(w) for w in words]
+  return [i for i in range(len(said) - max(len(target), 1) + 1) if said[i:i + len(target)] == target]
+
+
+def answer_parts(text: str, answer: str) -> list[str]:
+  """`text` split before the last place where `answer` is said (`answer_word_starts`):
+  `["the shape is", "purple."]`, `["seven times zero is", "zero."]`; `[text]` when the answer
+  starts the reply or is not in it."""
+  words = text.split()
+  starts = [i for i in answer_word_starts(words, answer) if i > 0]
+  return [" ".join(words[:starts[-1]]), " ".join(words[starts[-1]:])] if starts else [text]
