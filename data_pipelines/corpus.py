@@ -56,11 +56,11 @@ class CorpusSpec:
   # `data_pipelines.voices` ("train" | "validation" | "test": an accent + variant of that pool with a
   # random rate, pitch and pitch range per utterance). The model keeps `speech.MODEL_VOICE`.
   user_voices: str = "classic"
-  # The model's replies with an answer spoken as two utterances, the words before the answer and the
-  # rest (`SpeechSynthesizer.say_in_parts`): off, eSpeak's sentence-level intonation and peak
-  # normalisation make the reply's voice before the answer depend on the answer, which a causal
-  # speaker cannot do and teacher forcing learns to read (docs/design.md "Causal replies").
-  causal_replies: bool = False
+  # The model's speech said one word at a time (`SpeechSynthesizer.say_in_parts` of its words): off,
+  # eSpeak's sentence-level intonation and peak normalisation make the voice of a word depend on the
+  # words after it (the answer, the reply's template), which a causal speaker cannot do and teacher
+  # forcing learns to read (docs/design.md "Word-by-word replies").
+  word_by_word_replies: bool = False
 
   def __post_init__(self):
     lo, hi = self.reply_onset_units
@@ -110,7 +110,7 @@ def generate_conversation(spec: CorpusSpec, split: str, index: int,
                                shape_kind=scenes.SHAPE_KINDS[int(rng.integers(len(scenes.SHAPE_KINDS)))])
   has_text_box = rng.random() < spec.user_text_prob
   tl = Timeline(synth, rng, spu, user_voice, speech.MODEL_VOICE, spec.text_slots,
-                reply_onset=spec.reply_onset_units, causal_replies=spec.causal_replies)
+                reply_onset=spec.reply_onset_units, word_by_word_replies=spec.word_by_word_replies)
   tl.silence(int(rng.integers(0, 3)))
   records = []
   for task in tasks:

@@ -183,9 +183,11 @@ class SpeechSynthesizer:
     audio of a part depends on nothing said after it. A whole sentence from eSpeak does not have
     that property: its intonation and its peak normalisation read the whole sentence, so e.g. the
     "the shape is" of "the shape is purple." differs from the one before "red" (RMS 0.2-0.45 of the
-    signal; a gain of 0.77-1.08 between them). A causal speaker (the model, one unit at a time) cannot say the former
-    without having chosen the colour; a corpus made of such sentences lets teacher forcing read
-    the answer off the reply's own voice before it is due (`CorpusSpec.causal_replies`)."""
+    signal; a gain of 0.77-1.08 between them), and the "I" of "I cannot see you" from the "I" of "I
+    see a red square". A causal speaker (the model, one unit at a time) cannot say the former
+    without having chosen what follows; a corpus made of such sentences lets teacher forcing read
+    the answer off the reply's own voice before it is due. Said word by word (`parts` = the words;
+    `CorpusSpec.word_by_word_replies`), a word's voice depends on no word after it."""
     utts = [self.say(p, voice) for p in parts]
     words, offset = [], 0
     for u in utts:

@@ -6,7 +6,7 @@
 
 Builder configs are named `{size}_{H}x{W}_{rate}hz_t{text_slots}_s{seed}`
 (e.g. `tiny_64x64_16000hz_t8_s0`; `_onset{lo}-{hi}` appended for a non-default
-reply onset, `_v{pool}` for another user voice pool, `_causal` for causal replies), so corpora for different model configs
+reply onset, `_v{pool}` for another user voice pool, `_words` for word-by-word replies), so corpora for different model configs
 sit side by side in one data_dir. Sizes (conversations per split):
 tiny 24/4/4 (tests), small 1000/100/100, full 20000/500/500. A 64x64
 conversation (~70 units) takes ~1 MB on disk (float32 audio, zlib-compressed video).
@@ -69,8 +69,8 @@ class SyntheticDialoguesConfig(tfds.core.BuilderConfig):
       name += "_onset{}-{}".format(*spec.reply_onset_units)
     if spec.user_voices != "classic":  # another speaker pool: another corpus beside the classic one
       name += f"_v{spec.user_voices}"
-    if spec.causal_replies:  # replies spoken in two parts around the answer
-      name += "_causal"
+    if spec.word_by_word_replies:  # the model's speech said one word at a time
+      name += "_words"
     super().__init__(name=name, description=f"{size} synthetic dialogue corpus, {spec}", **kwargs)
     self.size = size
     self.spec = spec

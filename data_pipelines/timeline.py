@@ -59,17 +59,17 @@ class Timeline:
 
   def __init__(self, synth: SpeechSynthesizer, rng: np.random.Generator, samples_per_unit: int,
                user_voice: Voice | Callable[[], Voice], model_voice: Voice, text_slots: int,
-               reply_onset: tuple[int, int] = (2, 2), causal_replies: bool = False):
-    # causal_replies: a reply with an answer is synthesised as two utterances, the words before the
-    # answer and the rest (`SpeechSynthesizer.say_in_parts`), so its voice before the answer does not
-    # depend on the answer (`CorpusSpec.causal_replies`).
+               reply_onset: tuple[int, int] = (2, 2), word_by_word_replies: bool = False):
+    # word_by_word_replies: the model's speech is synthesised one word at a time
+    # (`SpeechSynthesizer.say_in_parts`), so the voice of a word depends on no word after it
+    # (`CorpusSpec.word_by_word_replies`).
     # user_voice: one Voice, or a callable drawing the voice of each user utterance
     # (`voices.Speaker`: random rate/pitch per utterance, from its own generator).
     if not (1 <= reply_onset[0] <= reply_onset[1]):
       raise ValueError(f"reply_onset: expected (lo, hi) units with 1 <= lo <= hi, got {reply_onset!r}")
     self.synth, self.rng, self.spu = synth, rng, samples_per_unit
     self.reply_onset = (int(reply_onset[0]), int(reply_onset[1]))
-    self.causal_replies = bool(causal_replies)
+    self.word_by_word_replies = bool(word_by_word_replies)
     self.user_voice, self.model_voice = user_voice, model_voice
     self.text_slots = text_slots
     self.turns: list[Turn] = []
@@ -117,8 +117,10 @@ class Timeline:
 
   def _model_turn(self, text: str, task: str, kind: str, start_unit: int, answer=None,
                   onset=None) -> Turn:
-    parts = answer_parts(text, answer) if self.causal_replies and answer else [text]
-    utt = self.synth.say_in_parts(parts, self.model_voice) if len(parts) > 1 else self.synth.say(text, self.model_voice)
+    if self.word_by_word_replies:
+      utt = self.synth.say_in_parts(text.split(), self.model_voice)
+    else:
+      utt = self.synth.say(text, self.model_voice)
     start = start_unit * self.spu
     turn = Turn("model", kind, text, task, start, start + utt.num_samples, utt, answer=answer,
                 onset_units=onset)
@@ -198,12 +200,3 @@ def answer_word_starts(words, answer: str) -> list[int]:
   norm = lambda w: w.strip(".,!?;:").lower()  # noqa: E731
   target, said = [norm(w) for w in answer.split()], [norm(w) for w in words]
   return [i for i in range(len(said) - max(len(target), 1) + 1) if said[i:i + len(target)] == target]
-
-
-def answer_parts(text: str, answer: str) -> list[str]:
-  """`text` split before the last place where `answer` is said (`answer_word_starts`):
-  `["the shape is", "purple."]`, `["seven times zero is", "zero."]`; `[text]` when the answer
-  starts the reply or is not in it."""
-  words = text.split()
-  starts = [i for i in answer_word_starts(words, answer) if i > 0]
-  return [" ".join(words[:starts[-1]]), " ".join(words[starts[-1]:])] if starts else [text]

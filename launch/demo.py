@@ -24,8 +24,8 @@ _QUICK = flags.DEFINE_bool("quick", False, "Tiny settings: the whole chain in mi
 _UNTIL = flags.DEFINE_string("until", None, "Stop after this stage (corpus, audio_codec, video_codec, tokens, "
                              "transformer, own_history, evaluate, stream).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show tqdm progress bars on stderr.")
-_CAUSAL = flags.DEFINE_bool("causal_replies", False, "Corpus: replies spoken in two parts around the answer "
-                            "(`CorpusSpec.causal_replies`; every stage from the corpus on is then another one).")
+_WORDS = flags.DEFINE_bool("word_by_word_replies", False, "Corpus: the model's speech said one word at a time "
+                           "(`CorpusSpec.word_by_word_replies`; every stage from the corpus on is then another one).")
 
 
 def main(argv):
@@ -34,8 +34,8 @@ def main(argv):
   from wan_streamer_jax.demo.plan import DOCUMENTED, QUICK
   from wan_streamer_jax.demo.stages import Interrupted
   plan = QUICK if _QUICK.value else DOCUMENTED
-  if _CAUSAL.value:
-    plan = dataclasses.replace(plan, corpus_spec={**plan.corpus_spec, "causal_replies": True})
+  if _WORDS.value:
+    plan = dataclasses.replace(plan, corpus_spec={**plan.corpus_spec, "word_by_word_replies": True})
   try:
     result = run_demo(plan, _WORKDIR.value, progress=_PROGRESS.value, until=_UNTIL.value)
   except Interrupted as e:

@@ -31,8 +31,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS'
 _SEED = flags.DEFINE_integer("seed", 0, "Corpus seed (part of the corpus name).")
 _USER_VOICES = flags.DEFINE_enum("user_voices", "classic", ["classic", "train", "validation", "test"],
                                  "Synthetic corpus: the users' voices (classic, or a data_pipelines.voices pool).")
-_CAUSAL = flags.DEFINE_bool("causal_replies", False, "Synthetic corpus: replies spoken in two parts around the "
-                            "answer (`CorpusSpec.causal_replies`: nothing of the voice before an answer depends on it).")
+_WORDS = flags.DEFINE_bool("word_by_word_replies", False, "Synthetic corpus: the model's speech said one word at a "
+                           "time (`CorpusSpec.word_by_word_replies`: a word's voice depends on no word after it).")
 _TRAIN = flags.DEFINE_integer("num_train", None, "Override the number of train conversations.")
 _RECORDINGS = flags.DEFINE_string("recordings", None, "Ingest this recordings folder instead (folder builder).")
 _ON_ERROR = flags.DEFINE_enum("on_error", "skip", ["skip", "raise"],
@@ -70,7 +70,7 @@ def main(argv):
   else:
     from data_pipelines.synthetic_builder import make_synthetic_builder
     builder = make_synthetic_builder(cfg, _SIZE.value, data_dir=data_dir, seed=_SEED.value,
-                                     user_voices=_USER_VOICES.value, causal_replies=_CAUSAL.value,
+                                     user_voices=_USER_VOICES.value, word_by_word_replies=_WORDS.value,
                                      num_examples={"train": _TRAIN.value} if _TRAIN.value else None)
   if not _RECORDINGS.value:
     check_existing(builder, getattr(builder, "_num_examples", None), _REUSE.value)

@@ -178,36 +178,46 @@ def test_number_words():
   assert dialogues.number_words(100) == "one hundred" and dialogues.number_words(70) == "seventy"
 
 
-def test_causal_replies_do_not_voice_the_answer_before_it_is_due():
-  """eSpeak's whole-sentence replies leak the answer into the voice before it (intonation and peak
-  normalisation read the whole sentence); `say_in_parts` around the answer does not."""
-  from data_pipelines.timeline import answer_parts
-  assert answer_parts("the shape is purple.", "purple") == ["the shape is", "purple."]
-  assert answer_parts("seven times zero is zero.", "zero") == ["seven times zero is", "zero."]
-  assert answer_parts("I do not see any shape.", "I do not see any shape") == ["I do not see any shape."]
+def test_word_by_word_replies_voice_no_word_before_it_is_due():
+  """eSpeak's whole-sentence replies leak what follows into the voice before it (intonation and peak
+  normalisation read the whole sentence: the answer, and the template after a shared first word);
+  said word by word, the audio up to any word is the same for every reply that shares the words
+  before it."""
+  replies = ("the shape is red.", "the shape is purple.", "I see a red square.", "I cannot see you, your camera is off.",
+             "I do not see any shape.", "I think that is red.")
   with speech.SpeechSynthesizer(16000) as s:
-    whole = {c: s.say(f"the shape is {c}.", speech.MODEL_VOICE) for c in ("red", "purple")}
-    parts = {c: s.say_in_parts(answer_parts(f"the shape is {c}.", c), speech.MODEL_VOICE) for c in ("red", "purple")}
-    prefix = s.say("the shape is", speech.MODEL_VOICE)
-  n = min(u.words[3].start for u in whole.values())
-  assert not np.array_equal(whole["red"].audio[:n], whole["purple"].audio[:n])  # the leak
-  for c, u in parts.items():
-    assert u.text == f"the shape is {c}." and [w.text for w in u.words] == ["the", "shape", "is", f"{c}."]
-    assert np.array_equal(u.audio[:prefix.num_samples], prefix.audio)  # nothing of the answer before it
-    assert u.words[3].start >= prefix.num_samples > u.words[2].start
-    assert all(b.start > a.start for a, b in zip(u.words, u.words[1:]))
+    whole = {t: s.say(t, speech.MODEL_VOICE) for t in replies}
+    words = {t: s.say_in_parts(t.split(), speech.MODEL_VOICE) for t in replies}
+  n = min(whole[t].words[3].start for t in replies[:2])
+  assert not np.array_equal(whole[replies[0]].audio[:n], whole[replies[1]].audio[:n])  # the answer leaks
+  n = min(whole[t].words[1].start for t in replies[2:])
+  assert len({whole[t].audio[:n].tobytes() for t in replies[2:]}) > 1  # so does the template
+  pairs = 0
+  for a in replies:  # every word boundary of every pair of replies
+    for b in replies:
+      ua, ub = words[a], words[b]
+      assert ua.text == a and [w.text for w in ua.words] == a.split()
+      assert all(y.start >= x.end > x.start for x, y in zip(ua.words, ua.words[1:]))
+      shared = 0
+      while shared < min(len(ua.words), len(ub.words)) and ua.words[shared].text == ub.words[shared].text:
+        shared += 1
+      if a != b and shared < min(len(ua.words), len(ub.words)):
+        cut = ua.words[shared].start  # where the first different word starts
+        assert cut == ub.words[shared].start and np.array_equal(ua.audio[:cut], ub.audio[:cut]), (a, b)
+        pairs += shared > 0
+  assert pairs >= 10
 
 
-def test_causal_replies_keep_the_dialogue_and_change_only_the_answer_replies_voice():
+def test_word_by_word_replies_keep_the_dialogue_and_change_only_the_model_voice():
   from data_pipelines.synthetic_builder import SyntheticDialoguesConfig
-  causal = CorpusSpec.from_config(CFG, causal_replies=True)
-  assert SyntheticDialoguesConfig(size="tiny", spec=causal).name.endswith("_causal")
+  causal = CorpusSpec.from_config(CFG, word_by_word_replies=True)
+  assert SyntheticDialoguesConfig(size="tiny", spec=causal).name.endswith("_words")
   changed = 0
   for i in range(3):
     a, b = generate_conversation(SPEC, "train", i), generate_conversation(causal, "train", i)
     ma, mb = _meta(a), _meta(b)
-    assert [t["text"] for t in ma["turns"]] == [t["text"] for t in mb["turns"]]  # (two-part replies
-    # run a few ms longer, so later turns may move by a unit)
+    assert [t["text"] for t in ma["turns"]] == [t["text"] for t in mb["turns"]]  # (word-by-word
+    # replies run longer, so later turns move)
     for ans in mb["answers"]:  # the answer is still queued where its voice starts
       first = ans["answer"].split()[0].encode()
       window = b["model_text"][ans["start_unit"]:ans["start_unit"] + 3]

@@ -199,9 +199,9 @@ def test_a_model_change_keeps_the_corpus_codec_and_token_stages():
   assert CHAIN.model_stage() == "own_history" and dataclasses.replace(CHAIN, own_history=None).model_stage() == \
       "transformer"
   # a corpus setting (`plan.corpus_spec`) redoes every stage; an empty one is no setting at all
-  causal = dataclasses.replace(CHAIN, corpus_spec={"causal_replies": True})
+  causal = dataclasses.replace(CHAIN, corpus_spec={"word_by_word_replies": True})
   assert all(causal.fingerprint(st) != CHAIN.fingerprint(st) for st in ("corpus", "audio_codec", "tokens", "evaluate"))
-  assert "spec" not in CHAIN.stage_inputs("corpus") and causal.stage_inputs("corpus")["spec"] == {"causal_replies": True}
+  assert "spec" not in CHAIN.stage_inputs("corpus") and causal.stage_inputs("corpus")["spec"] == {"word_by_word_replies": True}
   # a codec schedule change does reach the codec and everything after it
   slower = dataclasses.replace(CHAIN, audio_codec=dataclasses.replace(CHAIN.audio_codec, learning_rate=1e-4))
   assert slower.fingerprint("corpus") == CHAIN.fingerprint("corpus")

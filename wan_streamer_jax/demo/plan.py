@@ -66,7 +66,7 @@ class DemoPlan:
   weak: bool = False  # the figures are not meant to show learning (quick runs)
   model_overrides: dict = dataclasses.field(default_factory=dict)  # dotted config overrides
   own_history: OwnHistoryRun | None = None  # None: no `own_history` stage (the Transformer as trained)
-  corpus_spec: dict = dataclasses.field(default_factory=dict)  # `CorpusSpec` overrides, e.g. causal_replies
+  corpus_spec: dict = dataclasses.field(default_factory=dict)  # `CorpusSpec` overrides, e.g. word_by_word_replies
 
   def model_config(self) -> Config:
     cfg = load_config(self.config, dict(self.model_overrides))
