@@ -40,6 +40,8 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Held-out sp
 _NUM = flags.DEFINE_integer("num", 16, "Dialogues to evaluate.")
 _START = flags.DEFINE_integer("start", 0, "First dialogue index.")
 _SEED = flags.DEFINE_integer("seed", 0, "Corpus seed (and the engine's sampling seed).")
+_WORDS = flags.DEFINE_bool("word_by_word_replies", False, "The corpus was built with word-by-word replies "
+                           "(`CorpusSpec.word_by_word_replies`; launch.demo/make_dataset --word_by_word_replies).")
 _OUT = flags.DEFINE_string("out_dir", "/tmp/wan_eval", "Output folder.")
 _MODEL = flags.DEFINE_enum("model", "none", ["none", "random"], "Without --checkpoint: no model row, or a "
                            "random-init model of --config through the streaming engine.")
@@ -87,7 +89,8 @@ def main(argv):
     from wan_streamer_jax.export.checkpoints import load_run_config
     cfg = load_run_config(_CHECKPOINT.value, _STEP.value)
   examples = runner.held_out_dialogues(cfg, split=_SPLIT.value, num=_NUM.value, start=_START.value,
-                                       data_dir=_DATA_DIR.value, corpus_size=_SIZE.value, seed=_SEED.value)
+                                       data_dir=_DATA_DIR.value, corpus_size=_SIZE.value, seed=_SEED.value,
+                                       word_by_word_replies=_WORDS.value)
   audio_codec = None
   if _AUDIO_CODEC.value:
     from wan_streamer_jax.codecs.training import load_codec
@@ -113,7 +116,7 @@ def main(argv):
     print("\n" + targets_table(result["targets"]))
   if _TOKENS.value is not None:
     fit = runner.corpus_dialogues(cfg, split="train", num=_PROBE_FIT.value, data_dir=_DATA_DIR.value,
-                                  corpus_size=_SIZE.value, seed=_SEED.value)
+                                  corpus_size=_SIZE.value, seed=_SEED.value, word_by_word_replies=_WORDS.value)
     probe = task_probe.model_task_knowledge(engine.model(), _TOKENS.value, fit, examples,
                                             result["own_out_tokens"], eval_split=_SPLIT.value)
     path = os.path.join(_OUT.value, "task_probe.json")

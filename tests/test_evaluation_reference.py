@@ -69,6 +69,19 @@ def test_held_out_only():
     runner.held_out_dialogues(CFG, split="train", num=1)
 
 
+def test_held_out_dialogues_read_the_corpus_they_are_told():
+  """A word-by-word corpus is another corpus: its held-out dialogues are its own, generated or read."""
+  import numpy as np
+  spec = CorpusSpec.from_config(CFG, word_by_word_replies=True)
+  words = runner.held_out_dialogues(CFG, split="test", num=1, start=3, word_by_word_replies=True)[0]
+  plain = runner.held_out_dialogues(CFG, split="test", num=1, start=3)[0]
+  assert np.array_equal(words["model_audio"], generate_conversation(spec, "test", 3)["model_audio"])
+  assert words["model_audio"].shape != plain["model_audio"].shape or not np.array_equal(words["model_audio"],
+                                                                                         plain["model_audio"])
+  with pytest.raises(ValueError, match="no prepared corpus"):
+    runner.held_out_dialogues(CFG, split="test", num=1, data_dir="/nonexistent_wan_corpus", word_by_word_replies=True)
+
+
 def test_launcher_writes_the_reference_report(tmp_path):
   import subprocess
   import sys

@@ -208,26 +208,29 @@ def _json_default(x):
 
 
 def held_out_dialogues(cfg: Config, *, split: str = "test", num: int = 16, start: int = 0,
-                       data_dir: str | None = None, corpus_size: str = "small", seed: int = 0) -> list[dict]:
-  """Held-out corpus dialogues: read from a built corpus at `data_dir`, else generated (the same bytes)."""
+                       data_dir: str | None = None, corpus_size: str = "small", seed: int = 0,
+                       **spec_overrides) -> list[dict]:
+  """Held-out corpus dialogues: read from a built corpus at `data_dir`, else generated (the same bytes);
+  `spec_overrides`: `CorpusSpec` fields of that corpus (e.g. `word_by_word_replies=True`)."""
   if split == "train":
     raise ValueError("held_out_dialogues: split must be a held-out split (validation | test), got 'train'")
   return corpus_dialogues(cfg, split=split, num=num, start=start, data_dir=data_dir, corpus_size=corpus_size,
-                          seed=seed)
+                          seed=seed, **spec_overrides)
 
 
 def corpus_dialogues(cfg: Config, *, split: str, num: int, start: int = 0, data_dir: str | None = None,
-                     corpus_size: str = "small", seed: int = 0) -> list[dict]:
+                     corpus_size: str = "small", seed: int = 0, **spec_overrides) -> list[dict]:
   """Dialogues `start .. start + num` of a corpus split (train too: the task probe's fit set), as
   `held_out_dialogues` reads them."""
   if data_dir:
     from data_pipelines.synthetic_builder import make_synthetic_builder
-    builder = make_synthetic_builder(cfg, corpus_size, data_dir=os.path.expanduser(data_dir), seed=seed)
+    builder = make_synthetic_builder(cfg, corpus_size, data_dir=os.path.expanduser(data_dir), seed=seed,
+                                     **spec_overrides)
     if not builder.is_prepared():
       raise ValueError(f"held_out_dialogues: no prepared corpus at {builder.data_dir} "
                        "(build it with launch.make_dataset, or leave data_dir unset to generate)")
     source = builder.as_data_source(split)
     return [source[i] for i in range(start, min(len(source), start + num))]
   from data_pipelines.corpus import CorpusSpec, generate_conversation
-  spec = CorpusSpec.from_config(cfg, seed=seed)
+  spec = CorpusSpec.from_config(cfg, seed=seed, **spec_overrides)
   return [generate_conversation(spec, split, i) for i in range(start, start + num)]
