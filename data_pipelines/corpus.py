@@ -210,7 +210,8 @@ def generate_conversation(spec: CorpusSpec, split: str, index: int,
 
 def _answer_start_unit(tl: Timeline, turn, answer: str) -> int:
   """Unit where the first word of `answer` starts being spoken inside `turn` (-1 if it is not said);
-  its first place in the turn (`timeline.answer_word_starts`)."""
+  its last place in the turn (`timeline.answer_word_starts`): "one times one is one." answers at
+  its last "one", the operands before it are the question said back."""
   words = turn.spoken_words()
   starts = answer_word_starts([w for w, _, _ in words], answer)
-  return tl.unit_of(words[starts[0]][1]) if starts else -1
+  return tl.unit_of(words[starts[-1]][1]) if starts else -1

@@ -80,10 +80,12 @@ class SyntheticDialoguesConfig(tfds.core.BuilderConfig):
 class SyntheticDialogues(tfds.core.GeneratorBasedBuilder):
   """User <-> model audio-visual conversations: speech (eSpeak NG), scenes, avatar, aligned text."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
                    "1.1.0": "Replies that end a user turn have >= 4 words (Full-Duplex-Bench takeovers); "
-                            "reply onset a corpus setting, default 2 units (was drawn from 1..4)."}
+                            "reply onset a corpus setting, default 2 units (was drawn from 1..4).",
+                   "1.2.0": "An answer's unit is its last place in the reply (\"one times one is one.\" marked an "
+                            "operand); word-by-word replies (suffix `_words`) replace two-part `_causal` ones."}
   BUILDER_CONFIGS = [SyntheticDialoguesConfig(size=s, spec=CorpusSpec()) for s in SIZES]
 
   @tfds.core.utils.classproperty

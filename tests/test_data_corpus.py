@@ -97,6 +97,23 @@ def test_answers_in_model_text_at_their_units(conversations):
   assert {"arithmetic", "repeat"} <= seen
 
 
+def test_an_answer_said_as_an_operand_too_is_marked_where_the_result_is_said():
+  """ "one times one is one.": the answer's unit is its last "one" (the operands come first)."""
+  found = 0
+  for i in range(200):
+    meta = _meta(generate_conversation(SPEC, "train", i))
+    for a in meta["answers"]:
+      turn = next(t for t in meta["turns"] if t["answer"] == a["answer"] and t["start_unit"] == a["turn_start_unit"])
+      said = [w.strip(".,").lower() for w, _, _ in turn["words"]]
+      places = [k for k, w in enumerate(said) if w == a["answer"].split()[0].lower()]
+      if a["task"] == "arithmetic" and len(a["answer"].split()) == 1 and len(places) > 1:
+        found += 1
+        assert a["start_unit"] == turn["words"][places[-1]][1] > turn["words"][places[0]][1], (a, turn["words"])
+    if found >= 3:
+      break
+  assert found >= 3
+
+
 def test_colour_answer_is_the_colour_in_the_user_video():
   from data_pipelines.scenes import SHAPE_COLOURS
   checked = 0

@@ -109,8 +109,8 @@ class DemoPlan:
     # what the corpus reads of the config (`CorpusSpec.from_config`): frame size, sample rate, text slots
     corpus = {"config": {"video": {"height": cfg.video.height, "width": cfg.video.width},
                          "audio": {"sample_rate": cfg.audio.sample_rate}, "text": {"text_slots": cfg.text.text_slots}},
-              "size": self.corpus_size, "counts": self.corpus_counts}
-    if self.corpus_spec:  # (absent when empty: the fingerprints of runs before the field stay valid)
+              "size": self.corpus_size, "counts": self.corpus_counts, "version": _corpus_version()}
+    if self.corpus_spec:  # (absent when empty: the fingerprint of the default corpus reads as before)
       corpus["spec"] = dict(self.corpus_spec)
     # a codec stage reads its own codec's section and its schedule: changing the Transformer or the
     # other codec keeps it (and so does a Transformer-only training field: codecs never read it)
@@ -135,6 +135,12 @@ class DemoPlan:
   def fingerprint(self, stage: str) -> str:
     text = json.dumps(self.stage_inputs(stage), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _corpus_version() -> str:
+  """The synthetic builder's version: a corpus written by other corpus code is another corpus."""
+  from data_pipelines.synthetic_builder import SyntheticDialogues
+  return str(SyntheticDialogues.VERSION)
 
 
 # Fields of `TrainConfig` only the Transformer's training reads (not a codec stage's input).
