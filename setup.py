@@ -33,7 +33,7 @@ setup(
         "pocketsphinx>=5.0,<6",  # the evaluation's speech judge (its wheel ships the en-us model)
         "aiohttp>=3.9,<4",
     ],
-    extras_require={"test": ["pytest>=8", "portpicker>=1.6", "selenium>=4.20,<5"],
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "portpicker>=1.6", "selenium>=4.20,<5"],
                     "tensorboard": ["tensorboard>=2.15"]},
     package_data={"wan_streamer_jax.serving": ["static/*"]},
     entry_points={"console_scripts": [
