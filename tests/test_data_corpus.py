@@ -227,11 +227,11 @@ def test_word_by_word_replies_voice_no_word_before_it_is_due():
 
 def test_word_by_word_replies_keep_the_dialogue_and_change_only_the_model_voice():
   from data_pipelines.synthetic_builder import SyntheticDialoguesConfig
-  causal = CorpusSpec.from_config(CFG, word_by_word_replies=True)
-  assert SyntheticDialoguesConfig(size="tiny", spec=causal).name.endswith("_words")
+  word_spec = CorpusSpec.from_config(CFG, word_by_word_replies=True)
+  assert SyntheticDialoguesConfig(size="tiny", spec=word_spec).name.endswith("_words")
   changed = 0
   for i in range(3):
-    a, b = generate_conversation(SPEC, "train", i), generate_conversation(causal, "train", i)
+    a, b = generate_conversation(SPEC, "train", i), generate_conversation(word_spec, "train", i)
     ma, mb = _meta(a), _meta(b)
     assert [t["text"] for t in ma["turns"]] == [t["text"] for t in mb["turns"]]  # (word-by-word
     # replies run longer, so later turns move)

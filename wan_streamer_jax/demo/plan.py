@@ -110,7 +110,7 @@ class DemoPlan:
     corpus = {"config": {"video": {"height": cfg.video.height, "width": cfg.video.width},
                          "audio": {"sample_rate": cfg.audio.sample_rate}, "text": {"text_slots": cfg.text.text_slots}},
               "size": self.corpus_size, "counts": self.corpus_counts, "version": _corpus_version()}
-    if self.corpus_spec:  # (absent when empty: the fingerprint of the default corpus reads as before)
+    if self.corpus_spec:  # (absent when empty: a plan without overrides reads no spec)
       corpus["spec"] = dict(self.corpus_spec)
     # a codec stage reads its own codec's section and its schedule: changing the Transformer or the
     # other codec keeps it (and so does a Transformer-only training field: codecs never read it)
